@@ -1,0 +1,1 @@
+"""The ``cdinn`` command line."""

@@ -1,0 +1,20 @@
+"""Readers and writers (npy, npz, HDF5/CXI, TIFF, EDF) and input validation."""
+
+from cdinn.io.atomic import atomic_path
+from cdinn.io.readers import PATTERN_SUFFIXES, read_array, read_pattern
+from cdinn.io.results import RESULT_SUFFIXES, Result, check_result_path, read_result, write_result
+from cdinn.io.validate import validate_intensity, validate_mask
+
+__all__ = [
+    "PATTERN_SUFFIXES",
+    "RESULT_SUFFIXES",
+    "Result",
+    "atomic_path",
+    "check_result_path",
+    "read_array",
+    "read_pattern",
+    "read_result",
+    "validate_intensity",
+    "validate_mask",
+    "write_result",
+]

@@ -1,0 +1,137 @@
+"""Readers for measured patterns and masks: npy, npz, HDF5/CXI, TIFF (multi-page or a
+directory of frames) and EDF."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tifffile
+
+from cdinn.errors import InputError
+from cdinn.io.validate import validate_intensity, validate_mask
+
+PATTERN_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".cxi", ".nxs", ".tif", ".tiff", ".edf")
+CXI_DATA = "/entry_1/data_1/data"
+CXI_MASKS = ("/entry_1/data_1/mask", "/entry_1/instrument_1/detector_1/mask", "/mask")
+
+
+def _hdf5_array(f: h5py.File, key: str | None, path: Path) -> np.ndarray:
+    if key is not None:
+        if key not in f:
+            raise InputError(f"{path}: no dataset {key!r}")
+        return f[key][()]
+    if CXI_DATA in f:
+        return f[CXI_DATA][()]
+    if "data" in f and isinstance(f["data"], h5py.Dataset):
+        return f["data"][()]
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim >= 2 else None)
+    if len(found) == 1:
+        return f[found[0]][()]
+    raise InputError(f"{path}: cannot tell which dataset holds the pattern ({len(found)} candidates); name it with PATH::KEY")
+
+
+def _hdf5_mask(f: h5py.File) -> np.ndarray | None:
+    for name in CXI_MASKS:
+        if name in f and isinstance(f[name], h5py.Dataset):
+            return f[name][()]
+    return None
+
+
+def _tiff_dir(path: Path) -> np.ndarray:
+    frames = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+    if not frames:
+        raise InputError(f"{path}: directory holds no .tif/.tiff frames")
+    first = tifffile.imread(frames[0])
+    stack = np.empty((len(frames),) + first.shape, dtype=first.dtype)
+    stack[0] = first
+    for i, frame in enumerate(frames[1:], start=1):
+        img = tifffile.imread(frame)
+        if img.shape != first.shape:
+            raise InputError(f"{frame}: frame shape {img.shape} differs from {first.shape} of {frames[0].name}")
+        stack[i] = img
+    return stack
+
+
+def split_key(spec: str | Path) -> tuple[Path, str | None]:
+    """Split ``file.h5::/path/to/dataset`` into the file and the dataset key."""
+    text = str(spec)
+    if "::" in text:
+        name, key = text.split("::", 1)
+        return Path(name), key
+    return Path(text), None
+
+
+def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an array and, for CXI/HDF5 files that carry one, its mask.
+
+    Parameters
+    ----------
+    spec : path, optionally ``FILE::KEY`` for an HDF5 dataset or ``.npz`` key
+
+    Returns
+    -------
+    (array, mask or None)
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated or corrupt files, unknown formats.
+    """
+    path, key = split_key(spec)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _tiff_dir(path), None
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if key is not None:
+                    if key not in z.files:
+                        raise InputError(f"{path}: no array {key!r} (has {', '.join(z.files)})")
+                    return z[key], None
+                if "data" in z.files:
+                    return z["data"], (z["mask"] if "mask" in z.files else None)
+                if len(z.files) == 1:
+                    return z[z.files[0]], None
+                raise InputError(f"{path}: several arrays ({', '.join(z.files)}) and none named 'data'; name one with PATH::KEY")
+        if suffix in (".h5", ".hdf5", ".cxi", ".nxs"):
+            with h5py.File(path, "r") as f:
+                return _hdf5_array(f, key, path), (_hdf5_mask(f) if key is None else None)
+        if suffix in (".tif", ".tiff"):
+            return tifffile.imread(path), None
+        if suffix == ".edf":
+            import fabio
+
+            return np.asarray(fabio.open(str(path)).data), None
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, tifffile.TiffFileError) as exc:
+        raise InputError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
+    raise InputError(f"{path}: unknown format {suffix!r}; supported: {', '.join(PATTERN_SUFFIXES)} or a directory of TIFF frames")
+
+
+def read_pattern(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read and validate a measured intensity and its bad-pixel mask.
+
+    The mask comes from ``mask`` when given, else from the file itself (CXI). Masks follow
+    the CXI convention: non-zero marks a pixel that was not measured.
+
+    Returns
+    -------
+    (intensity float32, mask bool or None)
+    """
+    data, own_mask = read_array(spec)
+    intensity = validate_intensity(data, str(spec))
+    source = mask if mask is not None else spec
+    raw_mask = read_array(mask)[0] if mask is not None else own_mask
+    checked = None if raw_mask is None else validate_mask(raw_mask, intensity.shape, f"{source} (mask)")
+    return intensity, checked

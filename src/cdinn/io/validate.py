@@ -1,0 +1,54 @@
+"""Checks on measured intensities and masks before any computation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cdinn.errors import InputError
+
+
+def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """Return ``data`` as float32 if it is a valid measured intensity, else raise.
+
+    Valid: a real numeric array with ``ndims`` axes, non-empty, finite, non-negative and not
+    all zero. The input array is never modified.
+
+    Raises
+    ------
+    InputError
+        With a one-line description naming ``source``.
+    """
+    a = np.asarray(data)
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{source}: intensity must be a real numeric array, got dtype {a.dtype}")
+    if a.ndim not in ndims:
+        raise InputError(f"{source}: expected a {' or '.join(f'{n}D' for n in ndims)} pattern, got shape {a.shape}")
+    if a.size == 0 or 0 in a.shape:
+        raise InputError(f"{source}: the pattern is empty (shape {a.shape})")
+    if min(a.shape) < 4:
+        raise InputError(f"{source}: the pattern is too small to reconstruct (shape {a.shape})")
+    a = a.astype(np.float32, copy=True)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise InputError(f"{source}: {int(bad.sum())} non-finite value(s) (NaN/inf) in the pattern; mask them instead")
+    if (a < 0).any():
+        raise InputError(
+            f"{source}: {int((a < 0).sum())} negative intensity value(s) (min {a.min():g}); "
+            "subtract the background with clipping, or mask those pixels"
+        )
+    if not (a > 0).any():
+        raise InputError(f"{source}: the pattern is all zero")
+    return a
+
+
+def validate_mask(mask: np.ndarray, shape: tuple[int, ...], source: str = "mask") -> np.ndarray:
+    """Return a boolean bad-pixel mask (True = not measured) of the pattern's ``shape``."""
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise InputError(f"{source}: mask shape {m.shape} does not match the pattern shape {tuple(shape)}")
+    if m.dtype.kind not in "biuf" or not np.isfinite(m).all():
+        raise InputError(f"{source}: the mask must be numeric and finite")
+    m = m != 0
+    if m.all():
+        raise InputError(f"{source}: the mask leaves no measured pixel")
+    return m

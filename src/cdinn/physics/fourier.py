@@ -1,0 +1,140 @@
+"""The one forward model and FFT convention of cdinn.
+
+``F = fftshift(fftn(ifftshift(obj), norm="ortho"))`` and ``I = |F|**2``: the object is centred
+in its array (centre at index ``n // 2``), the zero frequency sits at the array centre as a
+detector records it, and the transform is unitary (Parseval holds without factors).
+
+Iterative loops avoid shifting at every step by working in the *native* layout
+(``to_native`` once, FFTs without shifts, ``from_native`` at the end); that is the same
+model with the shifts hoisted out of the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def as_tensor(x: ArrayLike, device: torch.device | str | None = None) -> torch.Tensor:
+    """Return ``x`` as a torch tensor (no copy when it already is one on ``device``)."""
+    if isinstance(x, torch.Tensor):
+        return x if device is None else x.to(device)
+    return torch.as_tensor(np.ascontiguousarray(x), device=device)
+
+
+def spatial_dims(x: torch.Tensor, ndim: int | None) -> tuple[int, ...]:
+    """The trailing spatial axes of ``x``: all of them when ``ndim`` is None."""
+    n = x.ndim if ndim is None else ndim
+    if n not in (2, 3) or n > x.ndim:
+        raise ValueError(f"expected 2 or 3 spatial dimensions, got ndim={n} for shape {tuple(x.shape)}")
+    return tuple(range(-n, 0))
+
+
+def forward(obj: ArrayLike, ndim: int | None = None) -> torch.Tensor:
+    """Far-field complex amplitude of a centred object (unitary FFT, centred zero frequency).
+
+    Parameters
+    ----------
+    obj : tensor or ndarray, shape ``(B, *spatial)`` or ``(*spatial)``
+        Complex (or real) object, centred in its array.
+    ndim : int, optional
+        Number of spatial dimensions; default: all dimensions of ``obj``.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex amplitude, same shape, zero frequency at index ``n // 2`` of each axis.
+    """
+    x = as_tensor(obj)
+    dims = spatial_dims(x, ndim)
+    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
+
+
+def inverse(field: ArrayLike, ndim: int | None = None) -> torch.Tensor:
+    """Inverse of :func:`forward`: centred reciprocal-space field back to a centred object."""
+    x = as_tensor(field)
+    dims = spatial_dims(x, ndim)
+    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
+
+
+def intensity(obj: ArrayLike, ndim: int | None = None) -> torch.Tensor:
+    """Diffracted intensity ``|forward(obj)|**2`` (float)."""
+    return forward(obj, ndim).abs().square()
+
+
+def to_native(x: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
+    """Centred layout to FFT-native layout (origin at index 0)."""
+    return torch.fft.ifftshift(x, dim=spatial_dims(x, ndim))
+
+
+def from_native(x: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
+    """FFT-native layout back to the centred layout."""
+    return torch.fft.fftshift(x, dim=spatial_dims(x, ndim))
+
+
+def _centred_slices(small: Sequence[int], large: Sequence[int]) -> tuple[slice, ...]:
+    # Centre index n // 2 of the small array lands on centre index m // 2 of the large one.
+    return tuple(slice(m // 2 - n // 2, m // 2 - n // 2 + n) for n, m in zip(small, large))
+
+
+def pad_to(x: ArrayLike, shape: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the trailing axes of ``x`` to ``shape``, keeping the array centre fixed.
+
+    Padding a centred object is how oversampling is set: a 32³ object in a 64³ array is
+    oversampled twice per axis.
+    """
+    t = as_tensor(x)
+    shape = tuple(int(s) for s in shape)
+    n = len(shape)
+    cur = tuple(t.shape[-n:])
+    if any(c > s for c, s in zip(cur, shape)):
+        raise ValueError(f"cannot pad shape {cur} to smaller shape {shape}")
+    out = torch.zeros(t.shape[:-n] + shape, dtype=t.dtype, device=t.device)
+    out[(...,) + _centred_slices(cur, shape)] = t
+    return out
+
+
+def crop_to(x: ArrayLike, shape: Sequence[int]) -> torch.Tensor:
+    """Crop the trailing axes of ``x`` to ``shape`` around the array centre."""
+    t = as_tensor(x)
+    shape = tuple(int(s) for s in shape)
+    n = len(shape)
+    cur = tuple(t.shape[-n:])
+    if any(c < s for c, s in zip(cur, shape)):
+        raise ValueError(f"cannot crop shape {cur} to larger shape {shape}")
+    return t[(...,) + _centred_slices(shape, cur)]
+
+
+def frequency_grid(shape: Sequence[int], device: torch.device | str | None = None, native: bool = False) -> torch.Tensor:
+    """Squared spatial frequency ``|f|**2`` (cycles per pixel) on a grid.
+
+    Centred layout by default; FFT-native layout when ``native`` is true.
+    """
+    total = None
+    for axis, n in enumerate(shape):
+        f = torch.fft.fftfreq(n, device=device)
+        if not native:
+            f = torch.fft.fftshift(f)
+        view = [1] * len(shape)
+        view[axis] = n
+        f2 = f.square().reshape(view)
+        total = f2 if total is None else total + f2
+    assert total is not None
+    return total
+
+
+def radius_grid(shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Distance in pixels from the array centre (index ``n // 2``) for each voxel."""
+    total = None
+    for axis, n in enumerate(shape):
+        r = torch.arange(n, device=device, dtype=torch.float32) - n // 2
+        view = [1] * len(shape)
+        view[axis] = n
+        r2 = r.square().reshape(view)
+        total = r2 if total is None else total + r2
+    assert total is not None
+    return total.sqrt()

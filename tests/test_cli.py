@@ -1,0 +1,94 @@
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from cdinn.cli.main import main
+from cdinn.io import read_result
+from cdinn.simulate import faceted_crystal, simulate_pattern
+
+FAST = "AVG**5 * ER**20 * (SUP * ER**10 * HIO**30)**2"
+
+
+@pytest.fixture
+def pattern_file(tmp_path):
+    p = simulate_pattern(faceted_crystal((48, 48), oversampling=2.5, seed=1), photons=1e7, seed=0).numpy()
+    path = tmp_path / "scan7.npy"
+    np.save(path, p)
+    return path
+
+
+def test_phase_writes_a_result(tmp_path, pattern_file, capsys):
+    out = tmp_path / "res.cxi"
+    assert main(["phase", str(pattern_file), "-o", str(out), "--recipe", FAST, "--starts", "2", "--seed", "1", "-q"]) == 0
+    r = read_result(out)
+    assert r.object.shape == (48, 48) and r.chi2 < 0.05
+    assert r.provenance["recipe"] == FAST and r.provenance["starts"] == 2
+    assert r.history["chi2"].shape == (105, 2)
+    assert "chi2" in capsys.readouterr().out
+
+
+def test_several_inputs_go_to_a_directory(tmp_path, pattern_file):
+    second = tmp_path / "scan8.h5"
+    with h5py.File(second, "w") as f:
+        f["data"] = np.load(pattern_file)
+    bad = tmp_path / "scan9.npy"
+    np.save(bad, np.full((48, 48), np.nan))
+    outdir = tmp_path / "results"
+    code = main(["phase", str(pattern_file), str(second), str(bad), "-o", str(outdir), "--recipe", FAST, "-q", "--format", ".npz"])
+    assert code == 2  # one input failed, the others were processed
+    assert sorted(p.name for p in outdir.iterdir()) == ["scan7.npz", "scan8.npz"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--recipe", "HIO**x"], "recipe"),
+        (["--starts", "0"], "starts"),
+        (["--mask", "nowhere.npy"], "no such file"),
+        (["--device", "tpu"], "device"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(tmp_path, pattern_file, capsys, args, fragment):
+    out = tmp_path / "r.h5"
+    assert main(["phase", str(pattern_file), "-o", str(out), "-q"] + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite_the_input(pattern_file, capsys):
+    before = pattern_file.read_bytes()
+    same = pattern_file.with_suffix(".npz")
+    same.write_bytes(b"")
+    assert main(["phase", str(same), "-o", str(same), "-q"]) == 2
+    assert "refusing" in capsys.readouterr().err or same.read_bytes() == b""
+    assert pattern_file.read_bytes() == before
+
+
+def test_bad_output_suffix(tmp_path, pattern_file, capsys):
+    assert main(["phase", str(pattern_file), "-o", str(tmp_path / "r.txt"), "-q"]) == 2
+    assert "unknown result format" in capsys.readouterr().err
+
+
+def test_console_script_help_documents_the_recipe_language():
+    out = subprocess.run([sys.executable, "-m", "cdinn.cli.main", "phase", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "HIO(beta=0.9)" in out and "runs first" in out
+    assert "default recipe" in out
+
+
+def test_corrupt_input_via_console_script(tmp_path):
+    bad = tmp_path / "bad.cxi"
+    bad.write_bytes(b"\x89HDF garbage")
+    proc = subprocess.run([sys.executable, "-m", "cdinn.cli.main", "phase", str(bad), "-o", str(tmp_path / "o.h5")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_demo_runs_small(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--size", "32", "--starts", "1", "-q"]) == 0
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert "PR-600" in capsys.readouterr().out

@@ -1,0 +1,149 @@
+import os
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from cdinn.errors import InputError
+from cdinn.io import Result, atomic_path, read_pattern, read_result, write_result
+
+
+@pytest.fixture
+def pattern():
+    return np.random.default_rng(0).poisson(50.0, (8, 12, 16)).astype(np.float32)
+
+
+def write_formats(tmp_path, data):
+    np.save(tmp_path / "a.npy", data)
+    np.savez(tmp_path / "b.npz", data=data)
+    np.savez(tmp_path / "c.npz", whatever=data)
+    with h5py.File(tmp_path / "d.cxi", "w") as f:
+        f["entry_1/data_1/data"] = data
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["some/deep/frames"] = data
+    tifffile.imwrite(tmp_path / "f.tif", data)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, frame in enumerate(data):
+        tifffile.imwrite(frames / f"scan_{k:05d}.tif", frame)
+    return ["a.npy", "b.npz", "c.npz", "d.cxi", "e.h5", "f.tif", "frames"]
+
+
+def test_every_format_reads_the_same_array(tmp_path, pattern):
+    for name in write_formats(tmp_path, pattern):
+        data, mask = read_pattern(tmp_path / name)
+        assert data.dtype == np.float32
+        assert np.array_equal(data, pattern), name
+        assert mask is None
+
+
+def test_hdf5_key_and_cxi_mask(tmp_path, pattern):
+    mask = np.zeros(pattern.shape, np.int8)
+    mask[0, 0, :3] = 1
+    with h5py.File(tmp_path / "m.cxi", "w") as f:
+        f["entry_1/data_1/data"] = pattern
+        f["entry_1/instrument_1/detector_1/mask"] = mask
+        f["other"] = pattern * 2
+    data, m = read_pattern(tmp_path / "m.cxi")
+    assert m.sum() == 3 and m.dtype == bool
+    data, _ = read_pattern(f"{tmp_path / 'm.cxi'}::other")
+    assert np.array_equal(data, pattern * 2)
+
+
+def test_mask_file_and_shape_mismatch(tmp_path, pattern):
+    np.save(tmp_path / "p.npy", pattern)
+    np.save(tmp_path / "mask.npy", np.ones(pattern.shape[1:], np.uint8))
+    with pytest.raises(InputError, match="does not match"):
+        read_pattern(tmp_path / "p.npy", tmp_path / "mask.npy")
+    good = np.zeros(pattern.shape, np.uint8)
+    good[1, 2, 3] = 1
+    np.save(tmp_path / "mask_ok.npy", good)
+    assert read_pattern(tmp_path / "p.npy", tmp_path / "mask_ok.npy")[1].sum() == 1
+
+
+def test_edf_reads(shared_data):
+    data, _ = read_pattern(shared_data / "esrf-id10-logo-2d" / "logo5mu_20sec.edf")
+    assert data.shape == (512, 512) and data.max() > 1000
+
+
+@pytest.mark.parametrize(
+    "array, fragment",
+    [
+        (np.full((8, 8), np.nan, np.float32), "non-finite"),
+        (-np.ones((8, 8), np.float32), "negative"),
+        (np.zeros((8, 8), np.float32), "all zero"),
+        (np.ones(64, np.float32), "2D or 3D"),
+        (np.ones((2, 2, 2, 2), np.float32), "2D or 3D"),
+        (np.ones((0, 8), np.float32), "empty"),
+        (np.ones((8, 8), np.complex64), "real numeric"),
+    ],
+)
+def test_invalid_arrays_are_clear_errors(tmp_path, array, fragment):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(InputError, match=fragment):
+        read_pattern(tmp_path / "bad.npy")
+
+
+def test_bad_files_are_clear_errors(tmp_path):
+    (tmp_path / "empty.h5").write_bytes(b"")
+    (tmp_path / "junk.h5").write_bytes(b"not an hdf5 file at all" * 10)
+    np.save(tmp_path / "ok.npy", np.ones((16, 16), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:100])
+    (tmp_path / "x.jpg").write_bytes(b"123")
+    (tmp_path / "noframes").mkdir()
+    for name, fragment in [
+        ("empty.h5", "empty"),
+        ("junk.h5", "cannot read"),
+        ("cut.npy", "cannot read"),
+        ("x.jpg", "unknown format"),
+        ("missing.npy", "no such file"),
+        ("noframes", "no .tif"),
+    ]:
+        with pytest.raises(InputError, match=fragment):
+            read_pattern(tmp_path / name)
+
+
+def test_frames_of_different_shapes(tmp_path):
+    d = tmp_path / "frames"
+    d.mkdir()
+    tifffile.imwrite(d / "a_0.tif", np.ones((8, 8), np.uint16))
+    tifffile.imwrite(d / "a_1.tif", np.ones((8, 9), np.uint16))
+    with pytest.raises(InputError, match="differs"):
+        read_pattern(d)
+
+
+def test_reading_never_modifies_the_input(tmp_path, pattern):
+    path = tmp_path / "a.npy"
+    np.save(path, pattern)
+    before = path.read_bytes()
+    data, _ = read_pattern(path)
+    data[...] = -1
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5", ".cxi"])
+def test_result_roundtrip(tmp_path, suffix):
+    obj = (np.random.default_rng(1).normal(size=(6, 6)) + 1j).astype(np.complex64)
+    result = Result(obj, np.abs(obj) > 1, 0.0123, {"chi2": np.linspace(1, 0, 5)}, {"method": "x", "timings": {"total_s": 1.5}}, {"chi2_starts": np.array([0.1, 0.2])})
+    path = write_result(tmp_path / f"r{suffix}", result)
+    back = read_result(path)
+    assert np.array_equal(back.object, obj) and back.object.dtype == np.complex64
+    assert np.array_equal(back.support, result.support)
+    assert back.chi2 == pytest.approx(0.0123)
+    assert np.allclose(back.history["chi2"], result.history["chi2"])
+    assert back.provenance == result.provenance
+    assert np.allclose(back.extras["chi2_starts"], [0.1, 0.2])
+    if suffix == ".cxi":
+        with h5py.File(path) as f:
+            assert np.array_equal(f["entry_1/image_1/data"][()], obj)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    dest = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert not dest.exists()
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,59 @@
+import numpy as np
+import torch
+
+from cdinn.physics import (
+    autocorrelation,
+    autocorrelation_support,
+    estimate_oversampling,
+    gaussian_blur,
+    intensity,
+    shrink_wrap,
+    threshold_support,
+)
+from cdinn.physics.fourier import radius_grid
+
+
+def ball(n=48, r=8.0, ndim=3):
+    return (radius_grid((n,) * ndim) <= r).to(torch.complex64)
+
+
+def test_shrink_wrap_recovers_a_known_object():
+    obj = ball()
+    support = shrink_wrap(obj, sigma=1.0, threshold=0.5)
+    truth = obj.abs() > 0
+    iou = (support & truth).sum() / (support | truth).sum()
+    assert iou > 0.9
+    # A lower threshold gives a looser support that still contains the object.
+    loose = shrink_wrap(obj, sigma=2.0, threshold=0.1)
+    assert bool((loose | ~truth).all()) and loose.sum() > truth.sum()
+
+
+def test_gaussian_blur_preserves_mass_and_batches():
+    x = torch.zeros(2, 32, 32)
+    x[0, 16, 16] = 1.0
+    x[1, 3, 3] = 2.0
+    y = gaussian_blur(x, 2.0, ndim=2)
+    assert torch.allclose(y.sum(dim=(1, 2)), torch.tensor([1.0, 2.0]), atol=1e-5)
+    assert y[0, 16, 16] < 0.1 and y[0, 16, 18] > 0.0
+
+
+def test_autocorrelation_support_is_twice_the_object():
+    obj = ball(64, 8.0)
+    i = intensity(obj)
+    auto = autocorrelation(i)
+    assert tuple(np.unravel_index(int(auto.argmax()), auto.shape)) == (32, 32, 32)
+    support = autocorrelation_support(i, threshold=0.05)
+    assert support[32, 32, 32] and support[32, 32, 32 + 12] and not support[32, 32, 32 + 20]
+
+
+def test_oversampling_estimate_on_a_box():
+    obj = torch.zeros(64, 64, dtype=torch.complex64)
+    obj[32 - 8 : 32 + 8, 32 - 4 : 32 + 4] = 1.0  # 16 x 8 pixels in 64 x 64: ratios 4 and 8
+    ratios = estimate_oversampling(intensity(obj), threshold=0.02)
+    assert abs(ratios[0] - 4.0) < 0.6 and abs(ratios[1] - 8.0) < 1.2
+
+
+def test_threshold_support_per_batch_item():
+    a = torch.stack([torch.linspace(0, 1, 10), torch.linspace(0, 10, 10)])[:, :, None].expand(2, 10, 4)
+    s = threshold_support(a, 0.5, ndim=2)
+    assert torch.equal(s[0], s[1])

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from cdinn import __version__
-from cdinn.cli import demo, phase
+from cdinn.cli import demo, models, phase, prepare, report, train
 from cdinn.errors import InputError
 
-COMMANDS = (phase, demo)
+COMMANDS = (prepare, phase, report, demo, train, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from cdinn.physics.fourier import intensity
+from cdinn.physics.fourier import intensity, pad_to
 from cdinn.physics.noise import poisson_noise
 
 
@@ -70,18 +70,22 @@ def faceted_crystal(
         raise ValueError(f"oversampling must be >= 1, got {oversampling}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     radius = 0.5 * min(shape) / oversampling
-    coords = np.stack(np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij"), axis=-1).astype(np.float64)
+    # Compute on the box that holds the crystal (plus its soft edge), then zero-pad: the
+    # cost scales with the object, not with the oversampled array.
+    box = tuple(min(n, 2 * int(np.ceil(radius + 3 * edge_width)) + 2) for n in shape)
+    coords = np.stack(np.meshgrid(*[np.arange(n) - n // 2 for n in box], indexing="ij"), axis=-1).astype(np.float64)
 
-    normals = _low_index_normals(ndim) @ _rotation(ndim, rng).T
+    directions = _low_index_normals(ndim)
+    normals = directions @ _rotation(ndim, rng).T
     # One distance per facet family keeps the habit crystal-like; a jitter breaks symmetry.
-    family = np.round(np.abs(_low_index_normals(ndim)).max(axis=1) * np.count_nonzero(_low_index_normals(ndim), axis=1), 3)
+    family = np.count_nonzero(directions, axis=1)
     base = {f: rng.uniform(0.72, 1.0) for f in np.unique(family)}
     dist = radius * np.array([base[f] for f in family]) * rng.uniform(0.9, 1.0, len(family))
     signed = (coords @ normals.T - dist).max(axis=-1)
     amplitude = 1.0 / (1.0 + np.exp(np.clip(signed / (edge_width / 1.7), -50, 50)))
 
     inside = amplitude > 0.5
-    phase = np.zeros(shape)
+    phase = np.zeros(box)
     for _ in range(rng.integers(2, 5)):
         centre = rng.uniform(-0.6, 0.6, ndim) * radius
         width = rng.uniform(0.3, 0.8) * radius
@@ -90,8 +94,8 @@ def faceted_crystal(
     phase += np.einsum("...i,ij,...j->...", coords, bend + bend.T, coords) / radius**2 * 0.3
     span = np.ptp(phase[inside]) if inside.any() else 1.0
     phase = (phase - phase[inside].mean()) * (phase_range / max(span, 1e-12))
-    obj = amplitude * np.exp(1j * phase)
-    return torch.from_numpy(obj.astype(np.complex64))
+    obj = torch.from_numpy((amplitude * np.exp(1j * phase)).astype(np.complex64))
+    return pad_to(obj, shape)
 
 
 def simulate_pattern(

@@ -1,0 +1,87 @@
+"""``cdinn report``: a reconstruction in, a strain figure (and ParaView/CXI exports) out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cdinn.errors import InputError
+from cdinn.io import Result, read_result, write_result
+from cdinn.prepare import read_geometry
+from cdinn.report import analyse, comparison_figure, strain_figure, write_vti
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` sub-command."""
+    p = sub.add_parser(
+        "report",
+        help="figure of a reconstruction: lab-frame slices, isosurface, strain; .vti/.cxi export",
+        description="Put a 3D Bragg reconstruction in the orthonormal lab frame using the geometry of its "
+        "prepared pattern, compute displacement and strain along G, and draw one figure. "
+        "A 2D result, or one without geometry, gets amplitude and phase slices in pixels.",
+    )
+    p.add_argument("result", help="result of `cdinn phase` (.h5, .cxi, .npz)")
+    p.add_argument("-o", "--output", required=True, help="figure (.png, .pdf, .svg)")
+    p.add_argument("--geometry", help="prepared CXI holding the geometry (default: the result's input, if it has one)")
+    p.add_argument("--vti", help="also write amplitude, phase, displacement, strain and support as VTK ImageData")
+    p.add_argument("--cxi", help="also write the lab-frame object, support and strain as a CXI result")
+    p.add_argument("--hkl", type=int, nargs=3, default=(1, 1, 1), metavar=("H", "K", "L"), help="reflection (default 1 1 1)")
+    p.add_argument("--lattice", type=float, default=0.408, help="cubic lattice constant in nm (default 0.408, gold); 0 uses the measured |q|")
+    p.add_argument("--threshold", type=float, default=0.3, help="amplitude fraction of the crystal surface (default 0.3)")
+    p.set_defaults(run=run)
+
+
+def _geometry_source(args: argparse.Namespace, result: Result) -> Path | None:
+    if args.geometry:
+        return Path(args.geometry)
+    source = result.provenance.get("input")
+    if source and Path(source).suffix.lower() in (".cxi", ".h5", ".hdf5") and Path(source).is_file():
+        return Path(source)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``cdinn report``."""
+    if not 0 < args.threshold < 1:
+        raise InputError(f"--threshold {args.threshold}: must be between 0 and 1")
+    result = read_result(args.result)
+    source = _geometry_source(args, result)
+    geometry = read_geometry(source) if source is not None else None
+    if args.geometry and geometry is None:
+        raise InputError(f"{args.geometry}: holds no Bragg geometry (prepare the scan with --spec and --scan)")
+    if result.object.ndim != 3 or geometry is None:
+        if args.vti or args.cxi:
+            raise InputError("--vti and --cxi need a 3D result with its Bragg geometry (--geometry PREPARED.cxi)")
+        comparison_figure(args.output, [("reconstruction", result.object)], title=f"{args.result}: chi² {result.chi2:.4g} (pixels, no geometry)")
+        print(f"{args.result}: no Bragg geometry; amplitude and phase in pixels -> {args.output}")
+        return 0
+    if geometry is not None and tuple(result.object.shape) != _prepared_shape(source):
+        raise InputError(f"{args.result}: object shape {result.object.shape} differs from the prepared pattern in {source}")
+    lattice = args.lattice if args.lattice > 0 else None
+    crystal = analyse(result, geometry, args.hkl, lattice, args.threshold)
+    title = f"{Path(args.result).name}: {result.provenance.get('method', '')}, chi² {result.chi2:.4g}"
+    strain_figure(args.output, crystal, result, title=title, threshold=args.threshold)
+    smap = crystal.strain
+    if args.vti:
+        write_vti(args.vti, {"amplitude": np.abs(crystal.obj), "phase": smap.phase, "displacement_nm": smap.displacement,
+                             "strain": smap.strain, "support": smap.support}, crystal.voxel_nm)
+    if args.cxi:
+        prov = {**result.provenance, "frame": "lab (z, y, x), z along the beam", "voxel_nm": crystal.voxel_nm,
+                "g_unit_zyx": crystal.g_grid, "g_norm_per_nm": smap.g_norm, "source_result": str(args.result)}
+        write_result(args.cxi, Result(crystal.obj.astype(np.complex64), smap.support, result.chi2, result.history, prov,
+                                      {"strain": np.nan_to_num(smap.strain).astype(np.float32),
+                                       "displacement_nm": np.nan_to_num(smap.displacement).astype(np.float32)}))
+    p1, _, p99 = crystal.strain_percentiles()
+    print(f"{args.result}: voxel {crystal.voxel_nm:.1f} nm, crystal " + " x ".join(f"{s:.0f}" for s in crystal.size_nm)
+          + f" nm (z, y, x), strain 1-99% {p1:+.3f}..{p99:+.3f} % -> {args.output}")
+    return 0
+
+
+def _prepared_shape(path: Path | None) -> tuple[int, ...] | None:
+    if path is None:
+        return None
+    with h5py.File(path, "r") as f:
+        return tuple(f["/entry_1/data_1/data"].shape) if "/entry_1/data_1/data" in f else None

@@ -1,0 +1,80 @@
+"""The prepared-pattern file: a CXI file that ``cdinn phase`` reads, with the geometry that
+``cdinn report`` needs to put the reconstruction in the lab frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cdinn.errors import InputError
+from cdinn.io.atomic import atomic_path
+from cdinn.physics.geometry import BraggGeometry
+from cdinn.prepare.bragg import Prepared
+
+GEOMETRY_KEY = "/entry_1/cdinn/geometry"
+PREPARATION_KEY = "/entry_1/cdinn/preparation"
+KEV_TO_J = 1.602176634e-16
+
+
+def write_prepared(path: str | Path, prepared: Prepared, geometry: BraggGeometry | None, provenance: dict[str, Any]) -> Path:
+    """Write the prepared intensity, its mask and geometry as CXI, atomically.
+
+    ``/entry_1/data_1/data`` (float32 counts) and ``/entry_1/data_1/mask`` (non-zero = not
+    measured) are what the readers of :mod:`cdinn.io` use; the CXI instrument fields hold
+    energy (J), distance and pixel sizes (m) of the prepared sampling; the complete geometry
+    and the preparation record are JSON strings under ``/entry_1/cdinn``.
+    """
+    p = Path(path)
+    if p.suffix.lower() not in (".cxi", ".h5", ".hdf5"):
+        raise InputError(f"output {p}: the prepared pattern is written as CXI; use a .cxi (or .h5) name")
+    record = {
+        **provenance,
+        "peak": prepared.peak,
+        "factors": prepared.factors,
+        "binning": prepared.binning,
+        "oversampling_input": prepared.oversampling_input,
+        "oversampling": prepared.oversampling,
+        "notes": prepared.notes,
+        "masked_pixels": int(prepared.mask.sum()),
+    }
+    with atomic_path(p) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f["cxi_version"] = 150
+            data = f.create_dataset("entry_1/data_1/data", data=prepared.intensity.astype(np.float32), compression="gzip", shuffle=True)
+            data.attrs["axes"] = "rocking:row:column" if prepared.intensity.ndim == 3 else "row:column"
+            f.create_dataset("entry_1/data_1/mask", data=prepared.mask.astype(np.uint8), compression="gzip")
+            f["entry_1/instrument_1/detector_1/mask"] = h5py.SoftLink("/entry_1/data_1/mask")
+            f["entry_1/instrument_1/detector_1/data"] = h5py.SoftLink("/entry_1/data_1/data")
+            if geometry is not None:
+                f["entry_1/instrument_1/source_1/energy"] = geometry.energy_kev * KEV_TO_J
+                f["entry_1/instrument_1/detector_1/distance"] = geometry.distance_m
+                f["entry_1/instrument_1/detector_1/y_pixel_size"] = geometry.pixel_size_m[0]
+                f["entry_1/instrument_1/detector_1/x_pixel_size"] = geometry.pixel_size_m[1]
+                f[GEOMETRY_KEY] = json.dumps(geometry.to_dict())
+            f[PREPARATION_KEY] = json.dumps(record, default=_json)
+    return p
+
+
+def read_geometry(path: str | Path) -> BraggGeometry | None:
+    """The Bragg geometry stored by :func:`write_prepared`, or None if the file has none."""
+    p = Path(path)
+    try:
+        with h5py.File(p, "r") as f:
+            if GEOMETRY_KEY not in f:
+                return None
+            raw = f[GEOMETRY_KEY][()]
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the geometry ({exc})") from None
+    return BraggGeometry.from_dict(json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)))
+
+
+def _json(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, tuple)):
+        return list(obj)
+    return str(obj)

@@ -1,0 +1,216 @@
+"""The physics reading of a Bragg CDI reconstruction: the crystal in the lab frame, its size
+in nm, displacement and strain along G, and one figure that shows them at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
+from scipy.ndimage import distance_transform_edt, label  # noqa: E402
+from skimage.measure import marching_cubes  # noqa: E402
+
+from cdinn.io.atomic import atomic_path  # noqa: E402
+from cdinn.io.results import Result  # noqa: E402
+from cdinn.physics.geometry import BraggGeometry, lab_vector_to_grid, to_lab  # noqa: E402
+from cdinn.physics.strain import StrainMap, bragg_norm, strain_map  # noqa: E402
+
+
+@dataclass
+class Crystal:
+    """A reconstruction on a cubic lab grid (axes z, y, x; z along the beam).
+
+    Attributes
+    ----------
+    obj : complex object
+    strain : phase, displacement (nm) and strain along G inside the crystal
+    voxel_nm : grid spacing
+    g_grid : unit Bragg vector along the grid axes
+    size_nm : extent of the crystal along z, y, x
+    """
+
+    obj: np.ndarray
+    strain: StrainMap
+    voxel_nm: float
+    g_grid: np.ndarray
+    size_nm: tuple[float, float, float]
+
+    @property
+    def support(self) -> np.ndarray:
+        """The crystal's voxels."""
+        return self.strain.support
+
+    def strain_percentiles(self, q: Sequence[float] = (1, 50, 99)) -> np.ndarray:
+        """Percentiles of the strain (in %) inside the crystal."""
+        s = self.strain.strain[self.support]
+        return np.nanpercentile(s[np.isfinite(s)] * 100, q)
+
+
+def crystal_support(amplitude: np.ndarray, threshold: float) -> np.ndarray:
+    """Largest connected region where the amplitude is at least ``threshold`` of its maximum."""
+    mask = amplitude >= threshold * amplitude.max()
+    labels, n = label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def analyse(
+    result: Result,
+    geometry: BraggGeometry,
+    hkl: Sequence[int] | None = (1, 1, 1),
+    lattice_nm: float | None = 0.408,
+    threshold: float = 0.3,
+) -> Crystal:
+    """Put a 3D reconstruction in the lab frame and compute its strain along G.
+
+    Parameters
+    ----------
+    result : reconstruction of a pattern prepared with ``geometry``
+    geometry : the prepared pattern's Bragg geometry
+    hkl, lattice_nm : reflection and cubic lattice constant giving |G|; None uses the
+        measured |q| of the Bragg peak instead (Au(111): (1, 1, 1), 0.408 nm)
+    threshold : amplitude fraction of the crystal's surface
+    """
+    if result.object.ndim != 3:
+        raise ValueError("the strain analysis needs a 3D Bragg reconstruction")
+    basis = geometry.real_space_basis(result.object.shape)
+    obj, voxel = to_lab(result.object, basis)
+    support = crystal_support(np.abs(obj), threshold)
+    q = geometry.q_bragg()
+    g_norm = bragg_norm(hkl, lattice_nm) if hkl is not None and lattice_nm is not None else float(np.linalg.norm(q))
+    g_grid = lab_vector_to_grid(q / np.linalg.norm(q))
+    smap = strain_map(obj, support, g_grid, g_norm, voxel)
+    idx = np.nonzero(support)
+    size = tuple(float((i.max() - i.min() + 1) * voxel) for i in idx)
+    return Crystal(obj, smap, voxel, g_grid, size)  # type: ignore[arg-type]
+
+
+def _bbox(support: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
+    idx = np.nonzero(support)
+    return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + margin + 1)) for i, n in zip(idx, support.shape))
+
+
+def _isosurface(ax: plt.Axes, crystal: Crystal, threshold: float) -> None:
+    amp = np.abs(crystal.obj)
+    box = _bbox(crystal.support, 2)
+    a = amp[box] / amp.max()
+    verts, faces, _, _ = marching_cubes(a, level=threshold, spacing=(crystal.voxel_nm,) * 3)
+    # Colour each face by the phase of the nearest crystal voxel (the surface lies half outside).
+    phase = np.where(crystal.support, crystal.strain.phase, np.nan)[box]
+    _, nearest = distance_transform_edt(~np.isfinite(phase), return_indices=True)
+    filled = phase[tuple(nearest)]
+    vidx = np.clip(np.round(verts / crystal.voxel_nm).astype(int), 0, np.array(a.shape) - 1)
+    face_phase = filled[tuple(vidx.T)][faces].mean(axis=1)
+    lim = max(np.nanpercentile(np.abs(face_phase), 99), 1e-3)
+    colours = plt.cm.coolwarm((face_phase + lim) / (2 * lim))
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    # Plot (x, y, z) from grid (z, y, x) vertices so that the picture is in the lab frame.
+    xyz = verts[:, ::-1]
+    mesh = Poly3DCollection(xyz[faces], facecolors=colours, edgecolor="none", linewidth=0)
+    ax.add_collection3d(mesh)
+    for setter, k in ((ax.set_xlim, 0), (ax.set_ylim, 1), (ax.set_zlim, 2)):
+        setter(xyz[:, k].min(), xyz[:, k].max())
+    ax.set_box_aspect(np.ptp(xyz, axis=0) + 1e-6)
+    ax.set_xlabel("x (nm)", fontsize=7)
+    ax.set_ylabel("y (nm)", fontsize=7)
+    ax.set_zlabel("z, beam (nm)", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.set_title(f"isosurface {threshold:.0%} of max amplitude,\ncoloured by phase (±{lim:.2f} rad)", fontsize=8)
+    g = crystal.g_grid[::-1]
+    centre = xyz.mean(axis=0)
+    length = 0.4 * np.ptp(xyz, axis=0).max()
+    ax.quiver(*centre, *(g * length), color="k", linewidth=1.5)
+    ax.text(*(centre + g * length * 1.1), "G", fontsize=8)
+
+
+def strain_figure(
+    path: str | Path,
+    crystal: Crystal,
+    result: Result,
+    title: str = "",
+    threshold: float = 0.3,
+) -> Path:
+    """One page: central slices of amplitude, phase and strain with nm scale bars, the
+    isosurface coloured by phase, the strain histogram and the reconstruction's numbers."""
+    box = _bbox(crystal.support)
+    com = [int(round(np.mean(i))) for i in np.nonzero(crystal.support)]
+    amp = np.abs(crystal.obj) / np.abs(crystal.obj).max()
+    phase = np.where(crystal.support, crystal.strain.phase, np.nan)
+    strain = np.where(crystal.support, crystal.strain.strain * 100, np.nan)
+    # Planes through the crystal's centre of mass: (name, slicer, horizontal label, vertical label).
+    planes = [
+        ("z = c (x-y plane)", (com[0], box[1], box[2]), "x", "y"),
+        ("y = c (x-z plane)", (box[0], com[1], box[2]), "x", "z"),
+        ("x = c (y-z plane)", (box[0], box[1], com[2]), "y", "z"),
+    ]
+    s_lim = max(float(np.nanpercentile(np.abs(strain), 99)), 1e-3)
+    p_lim = max(float(np.nanpercentile(np.abs(phase), 99)), 1e-3)
+    rows = [
+        ("amplitude", amp, "gray", (0, 1), "a.u."),
+        ("phase", phase, "coolwarm", (-p_lim, p_lim), "rad"),
+        ("strain ε along G", strain, "coolwarm", (-s_lim, s_lim), "%"),
+    ]
+    fig = plt.figure(figsize=(13, 9.5), layout="constrained")
+    grid = fig.add_gridspec(3, 5, width_ratios=[1, 1, 1, 0.08, 1.5])
+    bar_nm = _nice_length(0.3 * max(crystal.size_nm))
+    for r, (name, vol, cmap, lim, unit) in enumerate(rows):
+        for c, (plane, sl, hx, vy) in enumerate(planes):
+            ax = fig.add_subplot(grid[r, c])
+            img = vol[sl]
+            im = ax.imshow(img, cmap=cmap, vmin=lim[0], vmax=lim[1], origin="lower", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(hx, fontsize=8)
+            ax.set_ylabel(vy, fontsize=8)
+            ax.set_title(f"{name}: {plane}", fontsize=8)
+            ax.add_artist(AnchoredSizeBar(ax.transData, bar_nm / crystal.voxel_nm, f"{bar_nm:g} nm", "lower right",
+                                          pad=0.3, color="k" if r else "w", frameon=False, size_vertical=0.4, fontproperties={"size": 7}))
+        fig.colorbar(im, cax=fig.add_subplot(grid[r, 3]), label=unit)
+    side = grid[:, 4].subgridspec(3, 1, height_ratios=[1.4, 0.8, 0.8])
+    _isosurface(fig.add_subplot(side[0], projection="3d"), crystal, threshold)
+    ax = fig.add_subplot(side[1])
+    values = strain[np.isfinite(strain)]
+    ax.hist(values, bins=60, range=(-s_lim * 1.5, s_lim * 1.5), color="tab:blue")
+    ax.set_xlabel("strain ε along G (%)", fontsize=8)
+    ax.set_ylabel("voxels", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    p1, p50, p99 = crystal.strain_percentiles()
+    ax = fig.add_subplot(side[2])
+    ax.axis("off")
+    prov = result.provenance
+    lines = [
+        f"method: {prov.get('method', '?')}",
+        f"recipe: {prov.get('recipe', '?')}"[:70],
+        f"chi² = {result.chi2:.4g}   starts: {prov.get('starts', '?')}",
+        f"voxel {crystal.voxel_nm:.1f} nm (lab frame, cubic)",
+        "crystal z × y × x: " + " × ".join(f"{s:.0f}" for s in crystal.size_nm) + " nm",
+        f"|G| = {crystal.strain.g_norm:.3f} nm⁻¹, d = {2 * np.pi / crystal.strain.g_norm:.4f} nm",
+        f"strain 1–99 %: {p1:+.3f} … {p99:+.3f} %",
+        f"strain median {p50:+.3f} %, std {np.nanstd(values):.3f} %",
+    ]
+    ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out
+
+
+def _nice_length(x: float) -> float:
+    """1, 2 or 5 times a power of ten, at most ``x``."""
+    if x <= 0:
+        return 1.0
+    p = 10 ** np.floor(np.log10(x))
+    return float(max(m * p for m in (1, 2, 5) if m * p <= x))

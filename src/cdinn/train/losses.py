@@ -1,0 +1,171 @@
+"""Training losses as composable objects. Each takes the network outputs and the batch and
+returns a per-sample loss ``(B,)``; the physics comes from :mod:`cdinn.physics` alone."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from cdinn.physics.fourier import forward, pad_to
+from cdinn.physics.metrics import pearson
+
+
+def predicted_object(outputs: dict[str, torch.Tensor], threshold: float | None = None) -> torch.Tensor:
+    """Complex object from amplitude and phase maps, optionally cut to amplitude ≥ threshold.
+
+    The threshold is AutoPhaseNN's support layer; the cut is a mask, so gradients reach the
+    amplitude inside the support.
+    """
+    amp, phase = outputs["amplitude"].float(), outputs["phase"].float()
+    if threshold is not None:
+        amp = amp * (amp.detach() >= threshold)
+    return torch.polar(amp, phase)
+
+
+def far_field_amplitude(obj: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """``|F|`` of the object zero-padded to the input size, normalised to maximum 1 per sample."""
+    ndim = len(input_shape)
+    mod = forward(pad_to(obj, input_shape), ndim).abs()
+    peak = mod.flatten(start_dim=1).amax(dim=1).clamp_min(1e-12)
+    return mod / peak.reshape((-1,) + (1,) * ndim)
+
+
+class FourierLoss:
+    """Unsupervised reciprocal-space L1 loss (AutoPhaseNN's physics layer, 3D-CDI-NN's physics term).
+
+    Parameters
+    ----------
+    threshold : float or (start, end), optional
+        Support threshold on the predicted amplitude; a pair ramps linearly over the epochs
+        (the PyTorch AutoPhaseNN port ramps 0.07 -> 0.1).
+    """
+
+    name = "fourier"
+
+    def __init__(self, threshold: float | tuple[float, float] | None = None):
+        self.schedule = threshold
+        self.threshold = threshold[0] if isinstance(threshold, (tuple, list)) else threshold
+
+    def set_epoch(self, epoch: int, total: int) -> None:
+        if isinstance(self.schedule, (tuple, list)):
+            start, end = self.schedule
+            self.threshold = start + (end - start) * min(epoch / max(total - 1, 1), 1.0)
+
+    def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        target = batch["input"].squeeze(1).float()
+        calc = far_field_amplitude(predicted_object(outputs, self.threshold), tuple(target.shape[1:]))
+        return (calc - target).abs().flatten(start_dim=1).mean(dim=1)
+
+
+def _twin_maps(amp: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Twin = conjugate + inversion through the array centre (index n//2 fixed for even n).
+    dims = tuple(range(1, amp.ndim))
+    shifts = tuple(1 - amp.shape[d] % 2 for d in dims)
+    flip = lambda t: torch.roll(torch.flip(t, dims), shifts, dims)  # noqa: E731
+    return flip(amp), -flip(phase)
+
+
+def _wrapped(d: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(d + math.pi, 2 * math.pi) - math.pi
+
+
+class SupervisedLoss:
+    """Real-space loss on amplitude and phase, twin-aware: the minimum over the target and
+    its twin image, since both give the same pattern.
+
+    Parameters
+    ----------
+    kind : "mae" or "bce"
+        Per-pixel mean absolute error (3D-CDI-NN) or binary cross-entropy on the amplitude and
+        on the phase mapped to [0, 1] (CDI NN).
+    phase_weight : float
+        Weight of the phase term; the phase is compared inside the target's support only.
+    """
+
+    name = "supervised"
+
+    def __init__(self, kind: str = "mae", phase_weight: float = 1.0):
+        if kind not in ("mae", "bce"):
+            raise ValueError(f"unknown supervised loss kind {kind!r}")
+        self.kind = kind
+        self.phase_weight = phase_weight
+
+    def _one(self, outputs: dict[str, torch.Tensor], amp_t: torch.Tensor, phase_t: torch.Tensor) -> torch.Tensor:
+        amp, phase = outputs["amplitude"].float(), outputs["phase"].float()
+        inside = (amp_t > 0.5).float()
+        dims = tuple(range(1, amp.ndim))
+        if self.kind == "bce":
+            amp_term = torch.nn.functional.binary_cross_entropy(amp.clamp(1e-6, 1 - 1e-6), amp_t.clamp(0, 1), reduction="none")
+            p, pt = phase / (2 * math.pi) + 0.5, phase_t / (2 * math.pi) + 0.5
+            ph = torch.nn.functional.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), pt.clamp(0, 1), reduction="none")
+        else:
+            amp_term = (amp - amp_t).abs()
+            ph = _wrapped(phase - phase_t).abs()
+        phase_term = (ph * inside).sum(dim=dims) / inside.sum(dim=dims).clamp_min(1.0)
+        return amp_term.mean(dim=dims) + self.phase_weight * phase_term
+
+    def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        amp_t, phase_t = batch["amplitude"].float(), batch["phase"].float()
+        direct = self._one(outputs, amp_t, phase_t)
+        twin = self._one(outputs, *_twin_maps(amp_t, phase_t))
+        return torch.minimum(direct, twin)
+
+
+class TransferLearningLoss:
+    """Eq. 6 of the transfer-learning paper: mean of the relative RMS amplitude error, the
+    relative RMS phase error, and 1 - Pearson correlation of sqrt(I) in reciprocal space."""
+
+    name = "eq6"
+
+    def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        amp, phase = outputs["amplitude"].float(), outputs["phase"].float()
+        amp_t, phase_t = batch["amplitude"].float(), batch["phase"].float()
+        dims = tuple(range(1, amp.ndim))
+        rel = lambda a, b: (a - b).square().sum(dim=dims).sqrt() / b.square().sum(dim=dims).sqrt().clamp_min(1e-12)  # noqa: E731
+        inside = (amp_t > 0.5).float()
+        phase_diff = (_wrapped(phase - phase_t) * inside).square().sum(dim=dims).sqrt()
+        phase_err = phase_diff / (phase_t * inside).square().sum(dim=dims).sqrt().clamp_min(1e-6)
+        target = batch["input"].squeeze(1).float()
+        calc = far_field_amplitude(predicted_object(outputs), tuple(target.shape[1:]))
+        corr = pearson(calc, target, ndim=len(dims))
+        return (rel(amp, amp_t) + phase_err + (1.0 - corr)) / 3.0
+
+
+class CompositeLoss:
+    """Weighted sum of losses; reports each part for the metrics log."""
+
+    def __init__(self, parts: list[tuple[float, object]]):
+        self.parts = parts
+
+    def set_epoch(self, epoch: int, total: int) -> None:
+        for _, loss in self.parts:
+            if hasattr(loss, "set_epoch"):
+                loss.set_epoch(epoch, total)
+
+    def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        total = 0.0
+        report: dict[str, float] = {}
+        for weight, loss in self.parts:
+            value = loss(outputs, batch).mean()
+            report[loss.name] = float(value.detach())
+            total = total + weight * value
+        return total, report
+
+
+LOSSES = {"fourier": FourierLoss, "supervised": SupervisedLoss, "eq6": TransferLearningLoss}
+
+
+def build_loss(spec: list[dict]) -> CompositeLoss:
+    """Build a :class:`CompositeLoss` from ``[{"name": ..., "weight": ..., **arguments}]``."""
+    parts = []
+    for item in spec:
+        item = dict(item)
+        name = item.pop("name")
+        weight = float(item.pop("weight", 1.0))
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+        if "threshold" in item and isinstance(item["threshold"], list):
+            item["threshold"] = tuple(item["threshold"])
+        parts.append((weight, LOSSES[name](**item)))
+    return CompositeLoss(parts)

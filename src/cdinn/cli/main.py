@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from cdinn import __version__
-from cdinn.cli import demo, models, phase, prepare, report, train
+from cdinn.cli import demo, invert, models, phase, prepare, report, simulate, train
 from cdinn.errors import InputError
 
-COMMANDS = (prepare, phase, report, demo, train, models)
+COMMANDS = (prepare, phase, invert, report, demo, train, models, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ def test_fourier_projection_is_idempotent_and_keeps_masked_pixels_free(crystal2d
     p1 = project(x)[0].clone()
     p2, chi2 = project(p1)
     assert torch.allclose(p1, p2, atol=1e-5)
-    assert float(chi2[0]) < 1e-8
+    assert float(chi2[0]) < 1e-6  # float32 FFT round-off
     measured = torch.ones(64, 64, dtype=torch.bool)
     measured[:3, :3] = False  # low frequencies in native layout
     masked = FourierProjector(amp, measured)

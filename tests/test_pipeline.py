@@ -28,6 +28,7 @@ def crystal():
 def test_parse_refinement():
     assert [r.kind for r in parse_refinement("tl:10+er:5+ad:3")] == ["tl", "recipe", "ad"]
     assert parse_refinement("er:50")[0].recipe == "ER**50"
+    assert parse_refinement("pr:150")[0].recipe == "AVG**10*ER**40*(SUP*ER**10*HIO**40)**2"
     assert parse_refinement("none") == []
     assert parse_refinement("HIO**10*ER**5")[0].recipe == "HIO**10*ER**5"
     with pytest.raises(InputError):

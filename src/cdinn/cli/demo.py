@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", default="demo-output", help="output directory (default demo-output)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"network (default {DEFAULT_MODEL}); 'none' skips it")
-    p.add_argument("--refine", default="er:50", help="refinement of the prediction (default er:50)")
+    p.add_argument("--refine", default="pr:150", help="refinement of the prediction (default pr:150; the paper's er:50 also works)")
     p.add_argument("--size", type=int, default=64, help="pattern size per axis (default 64)")
     p.add_argument("--photons", type=float, default=1e9, help="total photons in the pattern (default 1e9)")
     p.add_argument("--starts", type=int, default=4, help="random starts of phase retrieval (default 4)")

@@ -17,6 +17,8 @@ from cdinn.retrieval import resolve_device
 
 EPILOG = """refinements (chain with '+', e.g. tl:100+er:50):
   er:N      N error-reduction iterations from the prediction and its support (AutoPhaseNN: 50)
+  pr:N      a short phase retrieval (about N iterations) from the prediction, shrink-wrap free to
+            move the support: escapes a flat-phase prediction where ER stalls
   RECIPE    any phase-retrieval recipe, e.g. "ER**20*HIO**30" (see cdinn phase --help)
   ad:N      N steps of automatic-differentiation refinement of the object (3D-CDI-NN)
   tl:N      N steps of per-pattern unsupervised fine-tuning of the network (transfer learning)

@@ -40,8 +40,14 @@ class Refinement:
 
 
 def parse_refinement(spec: str | None) -> list[Refinement]:
-    """Parse ``er:50``, ``ad:300``, ``tl:200``, ``dip:2000``, ``none`` or a retrieval recipe,
-    chained with ``+`` (e.g. ``tl:100+er:50``)."""
+    """Parse ``er:50``, ``pr:150``, ``ad:300``, ``tl:200``, ``dip:2000``, ``none`` or a retrieval
+    recipe, chained with ``+`` (e.g. ``tl:100+er:50``).
+
+    ``pr:N`` is a short phase retrieval from the prediction that lets shrink-wrap move the
+    support: ``AVG**10 * ER**40 * (SUP * ER**10 * HIO**40)**k`` with ``k = (N - 50) / 50``.
+    It escapes the flat-phase minimum that ER alone stalls in when a network predicts the
+    shape well but the phase poorly.
+    """
     if spec is None or spec.strip().lower() in ("", "none"):
         return []
     steps = []
@@ -49,11 +55,18 @@ def parse_refinement(spec: str | None) -> list[Refinement]:
         part = part.strip()
         kind, _, num = part.partition(":")
         kind = kind.lower()
-        if kind in ("er", "ad", "tl", "dip") and num:
+        if kind in ("er", "pr", "ad", "tl", "dip") and num:
             if not num.isdigit() or int(num) < 1:
                 raise InputError(f"refinement {part!r}: the step count must be a positive integer")
             n = int(num)
-            steps.append(Refinement("recipe", n, f"ER**{n}") if kind == "er" else Refinement(kind, n))
+            if kind == "er":
+                steps.append(Refinement("recipe", n, f"ER**{n}"))
+            elif kind == "pr":
+                if n < 100:
+                    raise InputError(f"refinement {part!r}: pr needs at least 100 iterations")
+                steps.append(Refinement("recipe", n, f"AVG**10*ER**40*(SUP*ER**10*HIO**40)**{(n - 50) // 50}"))
+            else:
+                steps.append(Refinement(kind, n))
         else:
             parse_recipe(part)  # a clear error for anything that is neither
             steps.append(Refinement("recipe", 0, part))

@@ -67,20 +67,28 @@ def comparison_figure(
             ax.set_ylabel("chi²")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
+    # One phase scale for every row, from the first (reference) object: small strains stay visible.
+    ref = objects[0][1]
+    inside = np.abs(ref) >= 0.5 * np.abs(ref).max()
+    vmax = float(max(0.5, np.abs(np.angle(ref[inside])).max() if inside.any() else np.pi))
     for row, (label, obj) in enumerate(objects, start=top):
         amp = np.abs(obj) / max(np.abs(obj).max(), 1e-30)
         for k, ((plane, a), (_, o)) in enumerate(zip(central_slices(amp), central_slices(obj))):
             ax = fig.add_subplot(grid[row, k])
             ax.imshow(a, cmap="gray", vmin=0, vmax=1, origin="lower")
-            ax.set_title(f"{label}: amplitude {plane}".strip(), fontsize=8)
+            if row == top:
+                ax.set_title(f"amplitude {plane}".strip(), fontsize=9)
+            if k == 0:
+                ax.set_ylabel(label, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
             ax = fig.add_subplot(grid[row, n_sl + k])
-            im = ax.imshow(_phase_rgba(o), cmap="twilight_shifted", vmin=-np.pi, vmax=np.pi, origin="lower")
-            ax.set_title(f"{label}: phase {plane}".strip(), fontsize=8)
+            im = ax.imshow(_phase_rgba(o), cmap="coolwarm", vmin=-vmax, vmax=vmax, origin="lower")
+            if row == top:
+                ax.set_title(f"phase {plane}".strip(), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.8, label="rad")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="phase (rad)")
     if title:
         fig.suptitle(title, fontsize=11)
     out = Path(path)

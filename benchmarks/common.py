@@ -1,0 +1,120 @@
+"""Helpers shared by the benchmark sections (not a section itself: no ``bench_`` prefix).
+
+Timing rules of the suite: the machine is small and shared, so absolute times are noisy.
+Every claim is a *ratio* of variants measured in the same process, interleaved (A, B, A, B,
+...), repeated, and summarised by the median.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from cdinn.physics import align, phase_error, ssim_amplitude  # noqa: E402
+from cdinn.simulate import faceted_crystal, simulate_pattern  # noqa: E402
+
+# Seeds of the simulated crystals used by the benchmarks: far from the tests' (0-11) and the
+# demo's (7), so that nothing was tuned on them.
+PATTERN_SEED = 1000
+SUCCESS_SEEDS = tuple(range(2001, 2041))
+
+SHAPE_3D = (64, 64, 64)
+PHOTONS = 1e9
+SSIM_MIN = 0.95
+PHASE_MAX = 0.15
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (the markdown goes to the results file)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def crystal_and_pattern(seed: int, shape: Sequence[int] = SHAPE_3D, photons: float = PHOTONS):
+    """The benchmark's simulated strained crystal (truth, complex64 numpy) and its noisy pattern."""
+    truth = faceted_crystal(shape, oversampling=2.0, phase_range=2.0, seed=seed)
+    pattern = simulate_pattern(truth, photons=photons, seed=seed)
+    return truth.numpy(), pattern.numpy()
+
+
+def score(obj: np.ndarray, truth: np.ndarray) -> dict:
+    """Amplitude SSIM and phase error (rad) of a reconstruction against the truth.
+
+    Translation, twin image and global phase are removed first (one alignment for both).
+    """
+    alignment = align(obj, truth)
+    ssim = ssim_amplitude(alignment.aligned, truth)
+    perr = phase_error(alignment.aligned, truth)
+    return {
+        "ssim": ssim,
+        "phase_error": perr,
+        "twin": alignment.twin,
+        "success": bool(ssim >= SSIM_MIN and perr <= PHASE_MAX),
+    }
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def fft_pair_time(shape: Sequence[int] = (1,) + SHAPE_3D, pairs: int = 50, use_out: bool = True) -> float:
+    """Seconds per forward + inverse complex64 FFT pair over the trailing 3 axes (norm='ortho').
+
+    With ``use_out`` the results go to preallocated buffers; without, each call allocates.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(tuple(shape), dtype=torch.complex64, generator=gen)
+    dims = (-3, -2, -1) if len(shape) >= 3 else (-2, -1)
+    if use_out:
+        f = torch.empty_like(x)
+        g = torch.empty_like(x)
+        torch.fft.ifftn(torch.fft.fftn(x, dim=dims, norm="ortho", out=f), dim=dims, norm="ortho", out=g)
+        t0 = time.perf_counter()
+        for _ in range(pairs):
+            torch.fft.fftn(x, dim=dims, norm="ortho", out=f)
+            torch.fft.ifftn(f, dim=dims, norm="ortho", out=g)
+        return (time.perf_counter() - t0) / pairs
+    torch.fft.ifftn(torch.fft.fftn(x, dim=dims, norm="ortho"), dim=dims, norm="ortho")
+    t0 = time.perf_counter()
+    for _ in range(pairs):
+        f = torch.fft.fftn(x, dim=dims, norm="ortho")
+        g = torch.fft.ifftn(f, dim=dims, norm="ortho")
+    del g
+    return (time.perf_counter() - t0) / pairs
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float], fmt: str = "{:.3g}") -> str:
+    """'median (min–max, n=N)' for a list of repeats."""
+    return f"{fmt.format(median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))}, n={len(values)})"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def machine() -> str:
+    return f"nproc {os.cpu_count()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"

@@ -92,3 +92,15 @@ def test_demo_runs_small(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "--size", "32", "--starts", "1", "-q"]) == 0
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert "PR-600" in capsys.readouterr().out
+
+
+def test_phase_with_a_given_support(tmp_path, pattern_file):
+    support = np.zeros((48, 48), np.uint8)
+    support[14:34, 14:34] = 1
+    np.save(tmp_path / "support.npy", support)
+    bad = tmp_path / "small.npy"
+    np.save(bad, support[:10, :10])
+    out = tmp_path / "r.h5"
+    assert main(["phase", str(pattern_file), "-o", str(out), "--recipe", FAST, "--support", str(tmp_path / "support.npy"), "-q"]) == 0
+    assert read_result(out).chi2 < 0.1
+    assert main(["phase", str(pattern_file), "-o", str(tmp_path / "r2.h5"), "--support", str(bad), "-q"]) == 2

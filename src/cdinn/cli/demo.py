@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         score(f"network + {args.refine}", refined.object, refined.provenance["timings"]["total_s"], refined.chi2)
         write_result(out / "demo_network.h5", refined)
         for name, h in refined.history.items():
-            curves.append((f"refinement {name}", h))
+            curves.append((f"network + {name.split('_', 1)[1]} ({args.refine})", h))
 
     t0 = time.perf_counter()
     pr = phase_retrieval(pattern, DEFAULT_RECIPE, starts=args.starts, device=device, seed=args.seed, progress=not args.quiet)

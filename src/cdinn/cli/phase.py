@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cdinn.errors import InputError
-from cdinn.io import RESULT_SUFFIXES, check_result_path, read_pattern, write_result
+from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
 from cdinn.retrieval import recipe as recipe_module
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--starts", type=int, default=1, help="random starts run as one batch (default 1)")
     p.add_argument("--average", type=int, default=1, metavar="K", help="align and average the K best starts")
     p.add_argument("--mask", help="bad-pixel mask file (same shape as the pattern)")
+    p.add_argument("--support", help="initial support file (non-zero inside; default: from the autocorrelation)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random starts")
     p.add_argument("--format", default=".h5", choices=RESULT_SUFFIXES, help="result format in directory mode")
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.starts < 1:
         raise InputError("--starts must be at least 1")
     paths = output_paths(args.data, args.output, args.format)
+    support = None if args.support is None else read_array(args.support)[0] != 0
     failures = 0
     for source, dest in zip(args.data, paths):
         try:
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 steps,
                 starts=args.starts,
                 mask=mask,
+                support=support,
                 average_best=args.average,
                 device=device,
                 seed=args.seed,

@@ -28,6 +28,15 @@ def _phase_rgba(obj: np.ndarray, threshold: float = 0.1) -> np.ma.MaskedArray:
     return np.ma.masked_where(amp < threshold * max(amp.max(), 1e-30), np.angle(obj))
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write a figure atomically (format from the suffix, PNG by default) and close it."""
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out
+
+
 def comparison_figure(
     path: str | Path,
     objects: Sequence[tuple[str, np.ndarray]],
@@ -91,8 +100,4 @@ def comparison_figure(
         fig.colorbar(im, ax=ax, shrink=0.8, label="phase (rad)")
     if title:
         fig.suptitle(title, fontsize=11)
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -16,7 +16,7 @@ from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E4
 from scipy.ndimage import distance_transform_edt, label  # noqa: E402
 from skimage.measure import marching_cubes  # noqa: E402
 
-from cdinn.io.atomic import atomic_path  # noqa: E402
+from cdinn.report.figures import save_figure  # noqa: E402
 from cdinn.io.results import Result  # noqa: E402
 from cdinn.physics.geometry import BraggGeometry, lab_vector_to_grid, to_lab  # noqa: E402
 from cdinn.physics.strain import StrainMap, bragg_norm, strain_map  # noqa: E402
@@ -201,11 +201,7 @@ def strain_figure(
     ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace", transform=ax.transAxes)
     if title:
         fig.suptitle(title, fontsize=11)
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def _nice_length(x: float) -> float:

@@ -142,3 +142,52 @@ def test_config_and_model_errors(tmp_path, capsys):
     assert main(["models", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert "autophasenn" in listing["families"]
+
+
+def test_3d_families_train_through_the_trainer(tmp_path):
+    # 3D-CDI-NN: sequential training (encoder + shape decoder, then phase decoder alone),
+    # supervised MAE plus the physics term.
+    seq = """
+model = "cdinn3d"
+arguments = { width = 2, size = 16, dropout = 0.1 }
+data = { n_train = 8, n_val = 4, oversampling = 2.0, photons = [1e6, 1e8], seed = 5 }
+loss = [{ name = "supervised" }, { name = "fourier", weight = 1.0 }]
+stages = [{ epochs = 1, trainable = ["encoder", "shape_decoder"] }, { epochs = 1, trainable = ["phase_decoder"] }]
+batch_size = 4
+"""
+    out = train(load_config(write(tmp_path, seq, "seq.toml")), tmp_path / "seq", progress=False)
+    assert out["epochs"] == 2
+    # Transfer-learning CNN: Eq. 6 loss, Adam and SGD alternating every epoch.
+    tl = """
+model = "cnn3d-tl"
+arguments = { width = 2, size = 16, levels = 3 }
+data = { n_train = 8, n_val = 4, oversampling = 2.0, photons = [1e6, 1e8], seed = 6 }
+loss = [{ name = "eq6" }]
+optimizer = "adam-sgd"
+switch_every = 1
+scheduler = "none"
+epochs = 3
+batch_size = 4
+"""
+    train(load_config(write(tmp_path, tl, "tl.toml")), tmp_path / "tl", progress=False)
+    rows = (tmp_path / "tl" / "metrics.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[4] for r in rows] == ["adam", "sgd", "adam"]
+    lrs = [float(r.split(",")[3]) for r in rows]
+    assert lrs[1] == pytest.approx(0.95e-3) and lrs[2] == pytest.approx(0.95**2 * 1e-3)
+
+
+def test_training_on_simulate_shards(tmp_path):
+    from cdinn.simulate import SimulationConfig, write_dataset
+
+    write_dataset(tmp_path / "polys", SimulationConfig(kind="polygons", object_size=16, oversampling=2.0, seed=3), 24,
+                  shard_size=10, workers=0, progress=False)
+    cfg = f"""
+model = "cdinn2d"
+arguments = {{ width = 4, size = 32 }}
+data = {{ kind = "shards", path = "{tmp_path / 'polys'}", n_val = 4 }}
+loss = [{{ name = "supervised", kind = "bce" }}]
+epochs = 1
+batch_size = 4
+"""
+    out = train(load_config(write(tmp_path, cfg)), tmp_path / "run", progress=False)
+    assert out["epochs"] == 1 and out["best_val_loss"] < float("inf")

@@ -17,8 +17,9 @@ class TrainConfig:
     Attributes
     ----------
     model : family name (``cdinn models`` lists them) and ``arguments`` for its constructor
-    data : ``kind`` ("faceted" simulated in memory), ``n_train``, ``n_val``, ``size``,
-        ``ndim``, ``oversampling``, ``photons``, ``phase_range``, ``seed``
+    data : ``kind = "faceted"`` (simulated in memory: ``n_train``, ``n_val``,
+        ``oversampling``, ``photons``, ``phase_range``, ``seed``) or ``kind = "shards"``
+        (a ``cdinn simulate`` dataset: ``path``, ``n_val`` = the last samples held out)
     loss : list of ``{name, weight, ...}`` (fourier, supervised, eq6)
     optimizer : "adam", "sgd" or "adam-sgd" (alternate every ``switch_every`` epochs,
         learning rate x0.95 at each switch, as in the transfer-learning paper)

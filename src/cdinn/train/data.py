@@ -15,9 +15,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from cdinn.physics.fourier import crop_to
+from cdinn.physics.fourier import crop_to, pad_to
 from cdinn.models.base import CDIModel
 from cdinn.simulate.crystal import faceted_crystal, simulate_pattern
+from cdinn.simulate.dataset import SimulatedDataset
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -81,3 +82,41 @@ class SimulatedPatterns(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input": self.inputs[i], "amplitude": self.amplitude[i], "phase": self.phase[i]}
+
+
+def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop or zero-pad every axis of ``x`` to ``size``."""
+    shape = tuple(min(n, size) for n in x.shape)
+    return pad_to(crop_to(x, shape), (size,) * x.ndim)
+
+
+class ShardPatterns(Dataset):
+    """Samples of a ``cdinn simulate`` dataset (sharded HDF5), read lazily, on a network's grids.
+
+    The pattern is centre-cropped (or zero-padded) to the network's input size — a crop keeps
+    the oversampling — and the object to its output size.
+
+    Parameters
+    ----------
+    directory : dataset directory (``shard-*.h5``)
+    input_size, output_size : the network's grids per axis
+    indices : the samples to use (a train/validation split), default all
+    """
+
+    def __init__(self, directory: str, input_size: int, output_size: int, indices: Sequence[int] | None = None):
+        self.source = SimulatedDataset(directory, keys=("intensity", "amplitude", "phase"))
+        self.indices = list(range(len(self.source))) if indices is None else list(indices)
+        self.input_size, self.output_size = input_size, output_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = self.source[self.indices[i]]
+        pattern = _fit(item["intensity"].float(), self.input_size)
+        ndim = pattern.ndim
+        return {
+            "input": CDIModel.normalise(pattern, ndim),
+            "amplitude": _fit(item["amplitude"].float(), self.output_size),
+            "phase": _fit(item["phase"].float(), self.output_size),
+        }

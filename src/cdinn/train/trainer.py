@@ -25,7 +25,7 @@ import cdinn
 from cdinn.io.atomic import atomic_path
 from cdinn.models.registry import build
 from cdinn.train.config import TrainConfig
-from cdinn.train.data import SimulatedPatterns
+from cdinn.train.data import ShardPatterns, SimulatedPatterns
 from cdinn.train.losses import CompositeLoss, build_loss
 
 
@@ -33,8 +33,17 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module, progress: bool) -> 
     """Training and validation sets described by ``cfg.data`` (disjoint seeds)."""
     d = dict(cfg.data)
     kind = d.pop("kind", "faceted")
+    if kind == "shards":
+        # A `cdinn simulate` dataset; the last n_val samples are the validation set.
+        full = ShardPatterns(d["path"], model.input_size, model.output_size)
+        n_val = int(d.get("n_val", max(1, len(full) // 10)))
+        if not 0 < n_val < len(full):
+            raise ValueError(f"n_val={n_val} must leave training samples in a dataset of {len(full)}")
+        split = len(full) - n_val
+        return (ShardPatterns(d["path"], model.input_size, model.output_size, range(split)),
+                ShardPatterns(d["path"], model.input_size, model.output_size, range(split, len(full))))
     if kind != "faceted":
-        raise ValueError(f"unknown data kind {kind!r}")
+        raise ValueError(f"unknown data kind {kind!r}; use faceted or shards")
     n_train, n_val = int(d.pop("n_train", 256)), int(d.pop("n_val", 32))
     seed = int(d.pop("seed", cfg.seed))
     common = dict(size=model.input_size, ndim=model.ndim, output_size=model.output_size, progress=progress, **d)

@@ -8,9 +8,9 @@ from collections import defaultdict
 
 import torch
 
-from cdinn.cli.phase import output_paths
+from cdinn.cli.phase import add_pattern_arguments, output_paths
 from cdinn.errors import InputError
-from cdinn.io import RESULT_SUFFIXES, read_pattern, write_result
+from cdinn.io import read_pattern, write_result
 from cdinn.models import load_model
 from cdinn.pipeline import invert, parse_refinement, predict
 from cdinn.retrieval import resolve_device
@@ -39,17 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", nargs="+", help="pattern file(s) or TIFF frame directories")
-    p.add_argument("-o", "--output", required=True, help=f"result file ({', '.join(RESULT_SUFFIXES)}) or directory")
+    add_pattern_arguments(p, seed_help="seed of the dip refinement's random network (default 0)")
     p.add_argument("--model", required=True, help="shipped model name, .pt file or run directory")
-    p.add_argument("--refine", default="er:50", help="refinement chain (default er:50)")
-    p.add_argument("--mask", help="bad-pixel mask file (same shape as the patterns)")
+    p.add_argument("--refine", default="er:50", help="refinement chain (default er:50, the AutoPhaseNN paper's; pr:150 recovers more from a weak network)")
     p.add_argument("--bin", type=int, default=1, help="integer binning of the pattern before the network")
     p.add_argument("--threshold", type=float, default=0.1, help="support threshold of the prediction (default 0.1)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--seed", type=int, default=0, help="seed for dip refinement")
-    p.add_argument("--format", default=".h5", choices=RESULT_SUFFIXES, help="result format in directory mode")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
@@ -84,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         pattern, mask = loaded[source]
         try:
             result = invert(pattern, model, args.refine, mask=mask, bin_factor=args.bin, threshold=args.threshold,
-                            device=device, seed=args.seed, prediction=predictions[source], progress=not args.quiet)
+                            device=device, seed=0 if args.seed is None else args.seed, prediction=predictions[source], progress=not args.quiet)
         except InputError as exc:
             if len(args.data) == 1:
                 raise

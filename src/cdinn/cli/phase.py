@@ -33,18 +33,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", nargs="+", help="pattern file(s) or TIFF frame directories")
-    p.add_argument("-o", "--output", required=True, help=f"result file ({', '.join(RESULT_SUFFIXES)}) or directory")
+    add_pattern_arguments(p, seed_help="seed of the random starts")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="schedule in the recipe language (see below)")
     p.add_argument("--starts", type=int, default=1, help="random starts run as one batch (default 1)")
     p.add_argument("--average", type=int, default=1, metavar="K", help="align and average the K best starts")
-    p.add_argument("--mask", help="bad-pixel mask file (same shape as the pattern)")
     p.add_argument("--support", help="initial support file (non-zero inside; default: from the autocorrelation)")
+    p.set_defaults(run=run)
+
+
+def add_pattern_arguments(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options every command that reads patterns and writes results shares."""
+    p.add_argument("data", nargs="+", help="pattern file(s) or TIFF frame directories")
+    p.add_argument("-o", "--output", required=True, help=f"result file ({', '.join(RESULT_SUFFIXES)}) or directory")
+    p.add_argument("--mask", help="bad-pixel mask file (same shape as the patterns)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the random starts")
+    p.add_argument("--seed", type=int, default=None, help=seed_help)
     p.add_argument("--format", default=".h5", choices=RESULT_SUFFIXES, help="result format in directory mode")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
 
 
 def output_paths(inputs: list[str], output: str, suffix: str) -> list[Path]:

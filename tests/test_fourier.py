@@ -45,3 +45,15 @@ def test_pad_and_crop_keep_the_centre():
     assert torch.equal(crop_to(padded, (3, 3)), x)
     even = torch.arange(16.0).reshape(4, 4)
     assert pad_to(even, (9, 9))[4, 4] == even[2, 2]
+
+
+def test_fourier_resample_round_trip_and_level(crystal2d):
+    from cdinn.physics import fourier_resample
+
+    up = fourier_resample(crystal2d, (96, 96))
+    assert up.shape == (96, 96)
+    assert abs(float(up.abs().max()) - float(crystal2d.abs().max())) < 0.1  # values keep their level
+    assert torch.allclose(fourier_resample(up, (64, 64)), crystal2d, atol=1e-4)  # band-limited: exact back
+    pattern = intensity(crystal2d)
+    coarse = fourier_resample(pattern, (32, 32), reciprocal=True).real
+    assert coarse.shape == (32, 32) and float(coarse.sum()) > 0

@@ -8,6 +8,7 @@ spatial dimensions (2 or 3).
 from cdinn.physics.fourier import (
     crop_to,
     forward,
+    fourier_resample,
     from_native,
     intensity,
     inverse,
@@ -46,6 +47,7 @@ __all__ = [
     "crop_to",
     "estimate_oversampling",
     "forward",
+    "fourier_resample",
     "fourier_shell_correlation",
     "from_native",
     "fill_masked",

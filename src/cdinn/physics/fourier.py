@@ -109,6 +109,37 @@ def crop_to(x: ArrayLike, shape: Sequence[int]) -> torch.Tensor:
     return t[(...,) + _centred_slices(shape, cur)]
 
 
+def fourier_resample(x: ArrayLike, shape: Sequence[int], ndim: int | None = None, reciprocal: bool = False) -> torch.Tensor:
+    """Band-limited resampling of a centred array to ``shape`` samples over the same extent.
+
+    The array's transform is cropped or zero-padded to ``shape`` and transformed back, with
+    the unitary gain corrected so that values keep their level. For a reciprocal-space array
+    (``reciprocal=True``, e.g. an intensity) the real-space transform — the autocorrelation —
+    is the one cropped or padded.
+
+    Parameters
+    ----------
+    x : array ``(..., *spatial)``, real or complex
+    shape : new size of the trailing ``len(shape)`` axes
+    ndim : number of spatial axes (default ``len(shape)``)
+    reciprocal : resample a reciprocal-space array
+
+    Returns
+    -------
+    torch.Tensor
+        Complex resampled array.
+    """
+    t = as_tensor(x)
+    new = tuple(int(n) for n in shape)
+    ndim = len(new) if ndim is None else ndim
+    wide = t.dtype in (torch.float64, torch.complex128)
+    t = t.to(torch.complex128 if wide else torch.complex64)
+    there, back = (inverse, forward) if reciprocal else (forward, inverse)
+    cur = tuple(t.shape[-ndim:])
+    spectrum = pad_to(crop_to(there(t, ndim), tuple(min(c, n) for c, n in zip(cur, new))), new)
+    return back(spectrum, ndim) * float(np.sqrt(np.prod(new) / np.prod(cur)))
+
+
 def frequency_grid(shape: Sequence[int], device: torch.device | str | None = None, native: bool = False) -> torch.Tensor:
     """Squared spatial frequency ``|f|**2`` (cycles per pixel) on a grid.
 

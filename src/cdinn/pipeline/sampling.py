@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from cdinn.errors import InputError
-from cdinn.physics.fourier import crop_to, forward, inverse, pad_to
+from cdinn.physics.fourier import crop_to, fourier_resample, pad_to
 
 
 @dataclass
@@ -70,18 +69,13 @@ def to_input_grid(obj: torch.Tensor, transform: GridTransform) -> torch.Tensor:
     """Map a predicted object ``(*out)`` from the model's grid back onto the measured grid.
 
     The model grid's real-space pixel is ``binned_shape / model_shape`` times the binned
-    grid's, and binning does not change the pixel; the object is Fourier-interpolated by that
+    grid's, and binning does not change the pixel; the object is Fourier-resampled by that
     ratio and zero-padded (or cropped) to the measured pattern's shape.
     """
     ndim = len(transform.input_shape)
     out_shape = tuple(obj.shape[-ndim:])
     up = tuple(max(1, int(round(o * b / m))) for o, b, m in zip(out_shape, transform.binned_shape, transform.model_shape))
-    spectrum = forward(obj.to(torch.complex64), ndim)
-    if any(u > o for u, o in zip(up, out_shape)):
-        spectrum = pad_to(spectrum, tuple(max(u, o) for u, o in zip(up, out_shape)))
-    spectrum = crop_to(spectrum, up)
-    scale = float(np.sqrt(np.prod(up) / np.prod(out_shape)))  # unitary FFT: keep the amplitude level
-    resampled = inverse(spectrum, ndim) * scale
+    resampled = fourier_resample(obj, up, ndim)
     target = transform.input_shape
     return pad_to(crop_to(resampled, tuple(min(r, t) for r, t in zip(up, target))), target)
 

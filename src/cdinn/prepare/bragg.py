@@ -20,7 +20,8 @@ from scipy.ndimage import maximum_filter, uniform_filter
 
 from cdinn.errors import InputError
 from cdinn.io.scan import SpecScan
-from cdinn.physics import crop_to, estimate_oversampling, fill_masked, forward, inverse, pad_to
+from cdinn.physics import estimate_oversampling, fill_masked, pad_to
+from cdinn.physics import fourier_resample as physics_resample
 from cdinn.physics.geometry import DIFFRACTOMETERS, BraggGeometry
 
 
@@ -82,10 +83,8 @@ def fourier_resample(intensity: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     The autocorrelation is cropped or zero-padded to ``shape`` and transformed back; the total
     count is preserved (each new pixel holds the counts of the area it covers).
     """
-    auto = inverse(torch.from_numpy(np.ascontiguousarray(intensity, dtype=np.float32)).to(torch.complex64))
-    cur, new = tuple(auto.shape), tuple(int(s) for s in shape)
-    crop = tuple(min(c, n) for c, n in zip(cur, new))
-    out = forward(pad_to(crop_to(auto, crop), new)).real.clamp_min(0).numpy()
+    pattern = torch.from_numpy(np.ascontiguousarray(intensity, dtype=np.float32))
+    out = physics_resample(pattern, shape, reciprocal=True).real.clamp_min(0).numpy()
     total = float(out.sum())
     return (out * (float(intensity.sum()) / total if total > 0 else 0.0)).astype(np.float32)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cdinn.physics.fourier import crop_to, forward, inverse, pad_to
+from cdinn.physics.fourier import fourier_resample as band_limited, pad_to
 from cdinn.simulate.sample import Sample
 
 
@@ -62,13 +62,9 @@ def fourier_resample(sample: Sample, factor: float) -> Sample:
     small = tuple(max(2, int(round(s * factor))) for s in shape)
     if small == shape:
         return Sample(sample.amplitude, sample.phase, sample.support, dict(sample.params, resample=1.0))
-    ndim = len(shape)
-    # Unitary transforms: the cropped spectrum's inverse carries a factor sqrt(m/n) per axis.
-    gain = float(np.sqrt(np.prod(shape) / np.prod(small)))
 
     def shrink(x: np.ndarray) -> torch.Tensor:
-        spec = crop_to(forward(torch.from_numpy(np.ascontiguousarray(x)), ndim), small)
-        return pad_to(inverse(spec, ndim) / gain, shape)
+        return pad_to(band_limited(torch.from_numpy(np.ascontiguousarray(x)), small), shape)
 
     obj = shrink(sample.object.astype(np.complex128))
     smooth_phase = shrink(sample.phase.astype(np.float64)).real

@@ -9,7 +9,7 @@ from cdinn.errors import InputError
 from cdinn.io import read_pattern
 from cdinn.io.scan import load_scan, parse_roi, read_spec
 from cdinn.physics import estimate_oversampling
-from cdinn.prepare import bin_pattern, fft_friendly, prepare_pattern, read_geometry
+from cdinn.prepare import block_dct_resample, bin_pattern, fft_friendly, find_centre, fourier_resample, prepare_pattern, read_geometry
 from cdinn.simulate import faceted_crystal, simulate_pattern
 
 SCAN54 = "aps-34idc-au111-scan54"
@@ -29,15 +29,46 @@ def test_fft_friendly_and_binning():
     assert binned.shape == (4, 4) and binned.sum() == data.sum() and not mask.any()
 
 
+@pytest.mark.parametrize("method", ["fourier", "dct"])
 @pytest.mark.parametrize("target", [2.0, 3.0])
-def test_preparation_keeps_the_oversampling_it_claims(pattern3d, target):
+def test_preparation_keeps_the_oversampling_it_claims(pattern3d, target, method):
     measured = estimate_oversampling(pattern3d[3:93, 3:93, 3:93])
-    p = prepare_pattern(pattern3d, size=24, oversampling=target)
+    p = prepare_pattern(pattern3d, size=24, oversampling=target, method=method)
     assert p.intensity.shape == (24, 24, 24) and not p.notes
     assert np.unravel_index(np.argmax(p.intensity), p.intensity.shape) == (12, 12, 12)  # peak centred
-    assert np.allclose(p.oversampling, target, rtol=0.05)  # up to rounding to whole pixels
+    # up to rounding to whole pixels (to whole pixels per block of 8 with dct)
+    assert np.allclose(p.oversampling, target, rtol=0.05 if method == "fourier" else 0.1)
     assert np.allclose(estimate_oversampling(p.intensity), p.oversampling, rtol=0.12)
     assert np.allclose(p.oversampling_input, measured, rtol=0.12)
+
+
+def test_block_dct_resampling_keeps_counts_and_matches_fourier(pattern3d):
+    region = pattern3d[:, :, :]
+    dct = block_dct_resample(region, (64, 64, 64))  # 12 measured pixels per block of 8
+    ref = fourier_resample(region, (64, 64, 64))
+    assert dct.sum() == pytest.approx(region.sum(), rel=1e-5) and dct.min() >= 0
+    assert np.allclose(estimate_oversampling(dct), np.asarray(estimate_oversampling(region)) / 1.5, rtol=0.05)
+    centre = (slice(24, 40),) * 3
+    assert np.corrcoef(dct[centre].ravel(), ref[centre].ravel())[0, 1] > 0.98
+    with pytest.raises(InputError, match="DCT blocks"):
+        block_dct_resample(region[:, :, :95], (64, 64, 64))
+    with pytest.raises(InputError, match="resampling method"):
+        prepare_pattern(pattern3d, size=24, oversampling=2.0, method="lanczos")
+
+
+def test_friedel_centring_finds_a_forward_pattern_behind_a_beamstop():
+    obj = faceted_crystal((128, 128), oversampling=3.0, phase_range=0.0, seed=4)
+    pattern = np.roll(simulate_pattern(obj, photons=1e8, seed=2).numpy(), (7, -11), axis=(0, 1))
+    mask = np.zeros(pattern.shape, bool)
+    mask[64 + 7 - 6:64 + 7 + 6, 64 - 11 - 9:64 - 11 + 9] = True  # beamstop over the centre
+    mask[:, 100:103] = True  # a module gap
+    data = np.where(mask, 0, pattern)
+    assert find_centre(data, mask, "friedel") == (71, 53)
+    assert find_centre(data, mask, "max") != (71, 53)  # the brightest pixel is at the beamstop's edge
+    p = prepare_pattern(data, mask)  # auto: friedel in 2D
+    assert p.peak == (71, 53) and p.mask[p.intensity.shape[0] // 2, p.intensity.shape[1] // 2]
+    with pytest.raises(InputError, match="centring"):
+        find_centre(data, mask, "middle")
 
 
 def test_short_axis_keeps_a_higher_oversampling_and_says_so(pattern3d):
@@ -105,3 +136,15 @@ def test_prepare_cli_errors_are_one_line(scan54, tmp_path, capsys):
                  "--scan", "7777", "-o", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no scan 7777" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_esrf_logo_prepares_centred_with_its_beamstop_masked(shared_data, tmp_path, capsys):
+    logo = shared_data / "esrf-id10-logo-2d"
+    if not logo.is_dir():
+        pytest.skip("ESRF logo data absent")
+    out = tmp_path / "logo.cxi"
+    assert main(["prepare", str(logo / "logo5mu_20sec.edf"), "--mask-zeros", "-o", str(out)]) == 0
+    intensity, mask = read_pattern(out)
+    raw = read_pattern(logo / "logo5mu_20sec.edf")[0]
+    assert intensity.shape == (512, 512) and mask.sum() == (raw == 0).sum()
+    assert mask[256, 256] and "centre at (256, 256)" in capsys.readouterr().out

@@ -13,11 +13,14 @@ from cdinn.errors import InputError
 from cdinn.io.readers import split_key
 from cdinn.io.scan import load_scan, parse_roi
 from cdinn.physics.geometry import DIFFRACTOMETERS, voxel_sizes
-from cdinn.prepare import geometry_from_spec, prepare_pattern, write_prepared
+from cdinn.prepare import CENTRES, METHODS, geometry_from_spec, prepare_pattern, write_prepared
 
-EPILOG = """example (APS 34-ID-C, Au 111, scan 54):
+EPILOG = """examples:
+  # Bragg CDI, APS 34-ID-C, Au 111, scan 54
   cdinn prepare AD34idcTIM2_example/Staff20-1a_S0054 --spec example.spec --scan 54 \\
       --dark dark.tif --flat whitefield.tif --roi 0:256,0:256 --size 64 -o scan54.cxi
+  # forward CDI, ESRF ID10 logo: zeros are the beamstop and gaps; centred by symmetry
+  cdinn prepare logo5mu_20sec.edf --mask-zeros -o logo.cxi
 
 The output holds /entry_1/data_1/data (the prepared intensity, peak at the array centre),
 /entry_1/data_1/mask (non-zero = not measured) and, with a SPEC scan, the diffractometer
@@ -52,8 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flat", help="flat-field frame (divided out; its dead pixels are masked)")
     p.add_argument("--roi", help="detector region of the frames ROW0:ROW1,COL0:COL1, to crop full-chip dark/flat/mask")
     p.add_argument("--mask", help="bad-pixel mask (non-zero = bad), one frame or the stack")
+    p.add_argument("--mask-zeros", action="store_true",
+                   help="pixels reading exactly 0 are unmeasured (beamstop, gaps written as 0, as in ESRF EDF patterns); "
+                   "not for raw photon-counting frames")
+    p.add_argument("--centre", default="auto", choices=CENTRES,
+                   help="how to find the pattern centre: max (Bragg peak), com (centre of mass), friedel (centre of "
+                   "symmetry, forward CDI behind a beamstop); auto = friedel in 2D, max in 3D (default)")
     p.add_argument("--size", type=_ints, help="output size per axis, e.g. 64 or 64,128,128 (default: largest FFT-friendly box)")
     p.add_argument("--oversampling", type=float, help="target linear oversampling per axis, >= 2 (default: keep the measured sampling)")
+    p.add_argument("--resample", default="fourier", choices=METHODS,
+                   help="resampling to the target oversampling: fourier (crop/pad the autocorrelation, exact for >= 2) "
+                   "or dct (block-wise DCT scaling, as 3D-CDI-NN); default fourier")
     p.add_argument("--bin", type=_ints, default=1, help="integer binning applied first, e.g. 2 or 1,2,2 (default 1)")
     p.add_argument("--pixel-size", type=float, default=55.0, help="detector pixel size in µm (default 55, Timepix)")
     p.add_argument("--diffractometer", default="34idc", choices=sorted(DIFFRACTOMETERS), help="circle conventions (default 34idc)")
@@ -72,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() in inputs:
         raise InputError(f"output {out} is one of the inputs; refusing to overwrite it")
     roi = parse_roi(args.roi) if args.roi else None
-    scan = load_scan(args.data, args.dark, args.flat, roi, args.mask, args.spec, args.scan)
+    scan = load_scan(args.data, args.dark, args.flat, roi, args.mask, args.spec, args.scan, zeros_unmeasured=args.mask_zeros)
     t_load = time.perf_counter() - t0
     geometry = None
     if scan.spec is not None and scan.data.ndim == 3:
         overrides = {k: v for k, v in (("energy_kev", args.energy), ("distance_mm", args.distance)) if v is not None}
         geometry = geometry_from_spec(scan.spec, args.pixel_size * 1e-6, args.diffractometer, overrides)
-    prepared = prepare_pattern(scan.data, scan.mask, args.size, args.oversampling, args.bin)
+    prepared = prepare_pattern(scan.data, scan.mask, args.size, args.oversampling, args.bin, centre=args.centre, method=args.resample)
     if geometry is not None:
         geometry = geometry.scaled([b * f for b, f in zip(prepared.binning, prepared.factors)])
     provenance = {
@@ -90,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     }
     write_prepared(out, prepared, geometry, provenance)
     over = " x ".join(f"{o:.2f}" for o in prepared.oversampling)
-    print(f"{args.data}: peak at {prepared.peak}, {prepared.intensity.shape} pixels, oversampling {over}, "
+    print(f"{args.data}: centre at {prepared.peak}, {prepared.intensity.shape} pixels, oversampling {over}, "
           f"{int(prepared.mask.sum())} masked, {time.perf_counter() - t0:.2f} s -> {out}")
     if geometry is not None:
         vox = " x ".join(f"{v:.1f}" for v in voxel_sizes(geometry.real_space_basis(prepared.intensity.shape)))

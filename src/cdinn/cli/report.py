@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from cdinn.errors import InputError
-from cdinn.io import Result, read_result, write_result
+from cdinn.io import Result, read_pattern, read_result, write_result
 from cdinn.prepare import read_geometry
 from cdinn.report import analyse, comparison_figure, strain_figure, write_vti
 
@@ -55,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if result.object.ndim != 3 or geometry is None:
         if args.vti or args.cxi:
             raise InputError("--vti and --cxi need a 3D result with its Bragg geometry (--geometry PREPARED.cxi)")
-        comparison_figure(args.output, [("reconstruction", result.object)], title=f"{args.result}: chi² {result.chi2:.4g} (pixels, no geometry)")
+        pattern = _measured_pattern(result)
+        chi2 = result.history.get("chi2")
+        # One column per start; the curve of the start that was kept.
+        history = [("chi²", chi2[:, int(result.provenance.get("best_start", 0))])] if chi2 is not None and chi2.ndim == 2 else []
+        comparison_figure(args.output, [("reconstruction", result.object)], pattern=pattern, histories=history,
+                          title=f"{Path(args.result).name}: chi² {result.chi2:.4g} (pixels, no geometry)", crop=True)
         print(f"{args.result}: no Bragg geometry; amplitude and phase in pixels -> {args.output}")
         return 0
     if geometry is not None and tuple(result.object.shape) != _prepared_shape(source):
@@ -78,6 +83,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.result}: voxel {crystal.voxel_nm:.1f} nm, crystal " + " x ".join(f"{s:.0f}" for s in crystal.size_nm)
           + f" nm (z, y, x), strain 1-99% {p1:+.3f}..{p99:+.3f} % -> {args.output}")
     return 0
+
+
+def _measured_pattern(result: Result) -> np.ndarray | None:
+    """The pattern the result was reconstructed from, when its file is still there."""
+    source = result.provenance.get("input")
+    if not source or not Path(str(source).split("::")[0]).is_file():
+        return None
+    try:
+        pattern, _ = read_pattern(source)
+    except InputError:
+        return None
+    return pattern if pattern.shape == result.object.shape else None
 
 
 def _prepared_shape(path: Path | None) -> tuple[int, ...] | None:

@@ -168,6 +168,7 @@ def load_scan(
     scan: int | None = None,
     dark_threshold: float = 1.0,
     flat_sigma: float = 3.0,
+    zeros_unmeasured: bool = False,
 ) -> Scan:
     """Read frames and apply the detector corrections.
 
@@ -182,6 +183,9 @@ def load_scan(
     mask : bad-pixel mask (non-zero = bad), one frame or the whole stack
     spec_file, scan : SPEC file and scan number for motor positions and energy
     dark_threshold, flat_sigma : thresholds of the hot/dead-pixel detection
+    zeros_unmeasured : mask the pixels that read exactly 0 in the raw frames: for files where
+        the acquisition or a previous treatment wrote unmeasured pixels (beamstop, module gaps)
+        as 0. Not for raw photon-counting frames, whose zeros are measurements.
 
     Returns
     -------
@@ -220,6 +224,10 @@ def load_scan(
         bad |= dead
         corrections["flat_dead_pixels"] = int(dead.sum())
     full_mask = np.broadcast_to(bad, out.shape).copy()
+    if zeros_unmeasured:
+        zeros = raw == 0
+        full_mask |= zeros
+        corrections["zero_pixels_masked"] = int(zeros.sum())
     if mask is not None:
         m, _ = read_array(mask)
         m = np.asarray(m) != 0

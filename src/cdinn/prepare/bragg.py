@@ -1,12 +1,10 @@
-"""Preparing a measured pattern for reconstruction: centre on the Bragg peak, crop to an
-FFT-friendly box, bin, and resample to a target oversampling and array size.
+"""Preparing a measured pattern for reconstruction: centre on the Bragg peak (or, in forward
+CDI, on the pattern's centre of symmetry), crop to an FFT-friendly box, bin, and resample to a
+target oversampling and array size.
 
 Oversampling is set by the reciprocal-space pixel: taking ``s`` measured pixels into one
 prepared pixel divides the linear oversampling by ``s``; cropping the pattern changes the
-resolution, not the oversampling. The resampling by a non-integer ``s`` is exact for a
-compact object: the autocorrelation (inverse transform of the intensity) is cropped or
-zero-padded in real space, which is lossless while it still holds the whole autocorrelation,
-i.e. for a target oversampling of at least 2.
+resolution, not the oversampling. The resampling itself is in :mod:`cdinn.prepare.resample`.
 """
 
 from __future__ import annotations
@@ -16,13 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import center_of_mass, uniform_filter
+from scipy.signal import fftconvolve
 
 from cdinn.errors import InputError
 from cdinn.io.scan import SpecScan
 from cdinn.physics import estimate_oversampling, fill_masked, pad_to
-from cdinn.physics import fourier_resample as physics_resample
 from cdinn.physics.geometry import DIFFRACTOMETERS, BraggGeometry
+from cdinn.prepare.resample import METHODS, block_dct_resample, dct_blocks, fourier_resample, resample_mask
+
+CENTRES = ("auto", "max", "com", "friedel")
 
 
 def fft_friendly(n: int) -> int:
@@ -61,41 +62,52 @@ def bin_pattern(data: np.ndarray, mask: np.ndarray, factors: Sequence[int]) -> t
     return binned.astype(np.float32), good < full / 2
 
 
-def find_peak(data: np.ndarray, mask: np.ndarray | None = None) -> tuple[int, ...]:
-    """Index of the Bragg peak: the maximum of the 3-pixel box-smoothed pattern.
+def find_centre(data: np.ndarray, mask: np.ndarray | None = None, method: str = "max") -> tuple[int, ...]:
+    """Index of the pattern's centre, to be put at the array centre.
 
-    Smoothing makes a single hot pixel lose against the peak, whose neighbours are bright too.
+    Parameters
+    ----------
+    data : measured pattern
+    mask : True where not measured (ignored by every method)
+    method : str
+        ``max``: the maximum of the 3-pixel box-smoothed pattern, the Bragg peak (smoothing
+        makes a single hot pixel lose against the peak, whose neighbours are bright too).
+        ``com``: the centre of mass of the intensity.
+        ``friedel``: the centre of symmetry, for forward CDI where a beamstop hides the
+        direct beam: the shift ``s`` whose ``log I(s - q)`` correlates best with ``log I(q)``
+        over the measured pairs (the pattern of a real object is centro-symmetric, Friedel's
+        law); the centre is ``s / 2``.
+        ``auto``: ``friedel`` for 2D patterns, ``max`` for 3D ones.
     """
-    d = np.where(mask, 0, data) if mask is not None else data
-    smooth = uniform_filter(d.astype(np.float32), size=3, mode="constant")
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(smooth)), d.shape))
+    if method not in CENTRES:
+        raise InputError(f"unknown centring method {method!r}; use one of {', '.join(CENTRES)}")
+    good = np.ones(data.shape, bool) if mask is None else ~np.asarray(mask, bool)
+    d = np.where(good, data, 0).astype(np.float32)
+    if method == "auto":
+        method = "friedel" if data.ndim == 2 else "max"
+    if method == "max":
+        smooth = uniform_filter(d, size=3, mode="constant")
+        return tuple(int(i) for i in np.unravel_index(int(np.argmax(smooth)), d.shape))
+    if method == "com":
+        return tuple(int(round(c)) for c in center_of_mass(np.clip(d, 0, None)))
+    a = np.log1p(np.clip(d, 0, None))
+    w = good.astype(np.float32)
+    # Masked normalised cross-correlation of a(q) with a(s - q): the sums over the measured
+    # pairs of each shift s are convolutions, so every shift is scored alike.
+    n = fftconvolve(w, w)
+    s_a = fftconvolve(a, w)
+    mean_sq = s_a**2 / np.maximum(n, 1.0)
+    score = (fftconvolve(a, a) - mean_sq) / np.maximum(fftconvolve(a * a, w) - mean_sq, 1e-12)
+    # Shifts with little overlap are pairs of edge pixels, not a symmetry of the pattern.
+    score[n < 0.25 * w.sum()] = -np.inf
+    s = np.unravel_index(int(np.argmax(score)), score.shape)
+    return tuple(int(i) // 2 for i in s)
 
 
 def _filled(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         return data
     return fill_masked(torch.from_numpy(data), torch.from_numpy(mask)).numpy()
-
-
-def fourier_resample(intensity: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Resample a centred pattern to ``shape`` pixels over the same reciprocal-space range.
-
-    The autocorrelation is cropped or zero-padded to ``shape`` and transformed back; the total
-    count is preserved (each new pixel holds the counts of the area it covers).
-    """
-    pattern = torch.from_numpy(np.ascontiguousarray(intensity, dtype=np.float32))
-    out = physics_resample(pattern, shape, reciprocal=True).real.clamp_min(0).numpy()
-    total = float(out.sum())
-    return (out * (float(intensity.sum()) / total if total > 0 else 0.0)).astype(np.float32)
-
-
-def _resample_mask(mask: np.ndarray, factors: Sequence[float], shape: Sequence[int]) -> np.ndarray:
-    if not mask.any():
-        return np.zeros(tuple(shape), dtype=bool)
-    # A prepared pixel is unmeasured if any measured pixel it covers was.
-    grown = maximum_filter(mask, size=tuple(max(1, int(np.ceil(f))) for f in factors))
-    idx = np.ix_(*[np.clip(np.round(m // 2 + (np.arange(n) - n // 2) * f).astype(int), 0, m - 1) for m, n, f in zip(mask.shape, shape, factors)])
-    return grown[idx]
 
 
 @dataclass
@@ -130,6 +142,8 @@ def prepare_pattern(
     oversampling: float | None = None,
     binning: int | Sequence[int] = 1,
     threshold: float = 0.1,
+    centre: str = "auto",
+    method: str = "fourier",
 ) -> Prepared:
     """Centre, crop, bin and resample a measured 2D/3D pattern.
 
@@ -145,11 +159,16 @@ def prepare_pattern(
         stays higher (reported in ``Prepared.oversampling``).
     binning : integer binning (sum) applied before anything else
     threshold : threshold of the autocorrelation support used to estimate the oversampling
+    centre : how the pattern's centre is found (:func:`find_centre`)
+    method : resampling, ``fourier`` or ``dct`` (:mod:`cdinn.prepare.resample`); with
+        ``dct`` the factor is rounded to a whole number of input pixels per DCT block
 
     Returns
     -------
     Prepared
     """
+    if method not in METHODS:
+        raise InputError(f"unknown resampling method {method!r}; use one of {', '.join(METHODS)}")
     data = np.asarray(data, dtype=np.float32)
     mask = np.zeros(data.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != data.shape:
@@ -157,7 +176,7 @@ def prepare_pattern(
     ndim = data.ndim
     bins = (int(binning),) * ndim if np.isscalar(binning) else tuple(int(b) for b in binning)
     data, mask = bin_pattern(data, mask, bins)
-    peak = find_peak(data, mask)
+    peak = find_centre(data, mask, centre)
     # The largest box centred (index M//2) on the peak that stays inside the measurement.
     box = tuple(fft_friendly(2 * min(c, n - c)) if min(c, n - c) >= 2 else 0 for c, n in zip(peak, data.shape))
     if min(box) < 4:
@@ -179,10 +198,20 @@ def prepare_pattern(
             if oversampling is not None:
                 notes.append(f"axis {axis}: the measurement spans {m} pixels, too few for {n} at oversampling {oversampling:g}; kept {o * n / m:.2f}")
             s = min(m / n, 1.0) if oversampling is None else m / n
-        u = max(2, min(m, 2 * int(round(s * n / 2))))
+        if method == "dct" and oversampling is not None:
+            k = dct_blocks(n)
+            u = k * max(1, min(m // k, int(round(s * n / k))))
+        else:
+            u = max(2, min(m, 2 * int(round(s * n / 2))))
         used.append(u)
         factors.append(u / n)
-    crop_sl = tuple(slice(b // 2 - u // 2, b // 2 - u // 2 + u) for b, u in zip(box, used))
+    if method == "dct" and oversampling is not None:
+        # Blocks average whole pixels: put the peak pixel in the middle of output pixel n//2
+        # (the Fourier method maps index u//2 to n//2 exactly by itself).
+        starts = [min(max(b // 2 - int(u / n * (n // 2 + 0.5)), 0), b - u) for b, u, n in zip(box, used, out_shape)]
+    else:
+        starts = [b // 2 - u // 2 for b, u in zip(box, used)]
+    crop_sl = tuple(slice(a, a + u) for a, u in zip(starts, used))
     region, region_mask = meas[crop_sl], meas_mask[crop_sl]
     if tuple(used) == tuple(out_shape):
         intensity, out_mask = region.copy(), region_mask.copy()
@@ -193,8 +222,9 @@ def prepare_pattern(
         notes.append(f"padded {tuple(used)} measured pixels to {tuple(out_shape)}; the padding is masked")
         factors = [1.0] * ndim
     else:
-        intensity = fourier_resample(_filled(region, region_mask), out_shape)
-        out_mask = _resample_mask(region_mask, factors, out_shape)
+        resample = block_dct_resample if method == "dct" else fourier_resample
+        intensity = resample(_filled(region, region_mask), out_shape)
+        out_mask = resample_mask(region_mask, factors, out_shape)
     intensity[out_mask] = 0
     claimed = tuple(o / f for o, f in zip(over_in, factors))
     return Prepared(intensity, out_mask, peak, tuple(factors), bins, tuple(over_in), claimed, notes)

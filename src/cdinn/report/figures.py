@@ -28,6 +28,16 @@ def _phase_rgba(obj: np.ndarray, threshold: float = 0.1) -> np.ma.MaskedArray:
     return np.ma.masked_where(amp < threshold * max(amp.max(), 1e-30), np.angle(obj))
 
 
+def _object_box(obj: np.ndarray, threshold: float = 0.1, margin: float = 0.15) -> tuple[slice, ...]:
+    amp = np.abs(obj)
+    idx = np.nonzero(amp >= threshold * max(amp.max(), 1e-30))
+    box = []
+    for i, n in zip(idx, amp.shape):
+        pad = max(2, int(margin * (i.max() - i.min() + 1)))
+        box.append(slice(max(0, int(i.min()) - pad), min(n, int(i.max()) + pad + 1)))
+    return tuple(box)
+
+
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write a figure atomically (format from the suffix, PNG by default) and close it."""
     out = Path(path)
@@ -43,6 +53,7 @@ def comparison_figure(
     pattern: np.ndarray | None = None,
     histories: Sequence[tuple[str, np.ndarray]] = (),
     title: str = "",
+    crop: bool = False,
 ) -> Path:
     """One page comparing complex images: per object, amplitude and phase central slices.
 
@@ -53,7 +64,12 @@ def comparison_figure(
     pattern : measured intensity, shown on a log scale (central slice)
     histories : (label, chi² per iteration) curves
     title : figure title
+    crop : zoom every object on the first one's extent (amplitude ≥ 10 % of its maximum)
+        with a margin, for objects that fill a small part of their array
     """
+    if crop:
+        box = _object_box(objects[0][1])
+        objects = [(label, obj[box]) for label, obj in objects]
     n_sl = len(central_slices(objects[0][1]))
     ncols = 2 * n_sl
     top = 1 if (pattern is not None or histories) else 0

@@ -29,7 +29,10 @@ class Crystal:
     Attributes
     ----------
     obj : complex object
-    strain : phase, displacement (nm) and strain along G inside the crystal
+    strain : phase, displacement (nm) and strain along G inside the crystal, on the lab grid
+    native : the same on the reconstruction's own (detector) grid, where they were computed;
+        its voxels all have the same volume, so its statistics are the crystal's, free of
+        interpolation
     voxel_nm : grid spacing
     g_grid : unit Bragg vector along the grid axes
     size_nm : extent of the crystal along z, y, x
@@ -37,6 +40,7 @@ class Crystal:
 
     obj: np.ndarray
     strain: StrainMap
+    native: StrainMap
     voxel_nm: float
     g_grid: np.ndarray
     size_nm: tuple[float, float, float]
@@ -48,7 +52,7 @@ class Crystal:
 
     def strain_percentiles(self, q: Sequence[float] = (1, 50, 99)) -> np.ndarray:
         """Percentiles of the strain (in %) inside the crystal."""
-        s = self.strain.strain[self.support]
+        s = self.native.strain[self.native.support]
         return np.nanpercentile(s[np.isfinite(s)] * 100, q)
 
 
@@ -82,15 +86,29 @@ def analyse(
     if result.object.ndim != 3:
         raise ValueError("the strain analysis needs a 3D Bragg reconstruction")
     basis = geometry.real_space_basis(result.object.shape)
-    obj, voxel = to_lab(result.object, basis)
-    support = crystal_support(np.abs(obj), threshold)
     q = geometry.q_bragg()
     g_norm = bragg_norm(hkl, lattice_nm) if hkl is not None and lattice_nm is not None else float(np.linalg.norm(q))
-    g_grid = lab_vector_to_grid(q / np.linalg.norm(q))
-    smap = strain_map(obj, support, g_grid, g_norm, voxel)
+    # Strain on the detector grid (exact chain rule), then every field moved to the lab grid.
+    native = strain_map(result.object, crystal_support(np.abs(result.object), threshold), q, g_norm, basis)
+    obj, voxel = to_lab(result.object, basis)
+    support = crystal_support(np.abs(obj), threshold)
+    phase, displacement, strain = (_field_to_lab(f, native.support, basis, voxel, support)
+                                   for f in (native.phase, native.displacement, native.strain))
     idx = np.nonzero(support)
     size = tuple(float((i.max() - i.min() + 1) * voxel) for i in idx)
-    return Crystal(obj, smap, voxel, g_grid, size)  # type: ignore[arg-type]
+    smap = StrainMap(phase, displacement, strain, support, g_norm)
+    return Crystal(obj, smap, native, voxel, lab_vector_to_grid(q / np.linalg.norm(q)), size)  # type: ignore[arg-type]
+
+
+def _field_to_lab(field: np.ndarray, inside: np.ndarray, basis: np.ndarray, voxel: float, lab_support: np.ndarray) -> np.ndarray:
+    """A real field defined inside ``inside`` (NaN elsewhere) on the lab grid, NaN outside ``lab_support``.
+
+    The field is first extended outwards by its nearest inside value, so that interpolation at
+    the crystal's surface never mixes in the NaNs (or zeros) of the outside.
+    """
+    _, nearest = distance_transform_edt(~inside, return_indices=True)
+    lab, _ = to_lab(field[tuple(nearest)], basis, voxel_nm=voxel)
+    return np.where(lab_support, lab, np.nan)
 
 
 def _bbox(support: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
@@ -178,10 +196,11 @@ def strain_figure(
     side = grid[:, 4].subgridspec(3, 1, height_ratios=[1.4, 0.8, 0.8])
     _isosurface(fig.add_subplot(side[0], projection="3d"), crystal, threshold)
     ax = fig.add_subplot(side[1])
-    values = strain[np.isfinite(strain)]
+    values = crystal.native.strain[crystal.native.support] * 100
+    values = values[np.isfinite(values)]
     ax.hist(values, bins=60, range=(-s_lim * 1.5, s_lim * 1.5), color="tab:blue")
     ax.set_xlabel("strain ε along G (%)", fontsize=8)
-    ax.set_ylabel("voxels", fontsize=8)
+    ax.set_ylabel("voxels (reconstruction grid)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     p1, p50, p99 = crystal.strain_percentiles()

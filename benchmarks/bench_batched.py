@@ -28,7 +28,7 @@ def main(quick: bool = False) -> str:
         t = {}
         for variant in order:
             if variant == "batch":
-                t[variant], _ = timed(lambda: phase_retrieval(pattern, recipe, starts=STARTS, seed=rep, progress=False))
+                t[variant], _ = timed(lambda: phase_retrieval(pattern, recipe, starts=STARTS, batch=STARTS, seed=rep, progress=False))
             else:
                 t[variant], _ = timed(lambda: [phase_retrieval(pattern, recipe, starts=1, seed=100 * rep + k, progress=False)
                                                for k in range(STARTS)])

@@ -67,6 +67,7 @@ def test_friedel_centring_finds_a_forward_pattern_behind_a_beamstop():
     assert find_centre(data, mask, "max") != (71, 53)  # the brightest pixel is at the beamstop's edge
     p = prepare_pattern(data, mask)  # auto: friedel in 2D
     assert p.peak == (71, 53) and p.mask[p.intensity.shape[0] // 2, p.intensity.shape[1] // 2]
+    assert any("beamstop" in note for note in p.notes)
     with pytest.raises(InputError, match="centring"):
         find_centre(data, mask, "middle")
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from cdinn.errors import InputError
 from cdinn.physics import align, intensity, phase_error, ssim_amplitude, to_native
 from cdinn.retrieval import FourierProjector, Support, phase_retrieval
 from cdinn.retrieval.algorithms import difference_map, error_reduction, hybrid_input_output, raar
@@ -73,6 +74,14 @@ def test_seed_makes_runs_reproducible_and_starts_differ(crystal2d):
     b = phase_retrieval(pattern, "ER**10 * HIO**20", starts=3, seed=4, progress=False)
     assert np.array_equal(a.object, b.object)
     assert len(set(np.round(a.extras["chi2_starts"], 8))) == 3
+    # Batching the starts (the GPU default) changes the speed, not the starts or their results.
+    c = phase_retrieval(pattern, "AVG**5 * ER**10 * (SUP * HIO**20)**2", starts=3, seed=4, progress=False, batch=1)
+    d = phase_retrieval(pattern, "AVG**5 * ER**10 * (SUP * HIO**20)**2", starts=3, seed=4, progress=False, batch=2)
+    assert np.allclose(c.extras["chi2_starts"], d.extras["chi2_starts"], rtol=1e-3)
+    assert c.history["chi2"].shape == d.history["chi2"].shape == (55, 3)
+    assert c.provenance["best_start"] == d.provenance["best_start"]
+    with pytest.raises(InputError, match="batch"):
+        phase_retrieval(pattern, starts=2, batch=0)
 
 
 def test_initial_guess_from_the_truth_stays_at_the_truth(crystal2d):
@@ -101,7 +110,6 @@ def test_mask_leaves_missing_data_free(crystal2d):
 
 
 def test_bad_arguments_are_input_errors(crystal2d):
-    from cdinn.errors import InputError
 
     pattern = intensity(crystal2d).numpy()
     with pytest.raises(InputError):

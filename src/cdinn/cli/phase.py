@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_pattern_arguments(p, seed_help="seed of the random starts")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="schedule in the recipe language (see below)")
-    p.add_argument("--starts", type=int, default=1, help="random starts run as one batch (default 1)")
+    p.add_argument("--starts", type=int, default=1, help="random starts, the best kept by chi² (default 1; one batch on a GPU, one after another on a CPU)")
     p.add_argument("--average", type=int, default=1, metavar="K", help="align and average the K best starts")
     p.add_argument("--support", help="initial support file (non-zero inside; default: from the autocorrelation)")
     p.set_defaults(run=run)

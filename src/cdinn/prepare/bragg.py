@@ -184,13 +184,16 @@ def prepare_pattern(
     sl = tuple(slice(c - b // 2, c - b // 2 + b) for c, b in zip(peak, box))
     meas, meas_mask = data[sl], mask[sl]
     over_in = estimate_oversampling(_filled(meas, meas_mask), threshold=threshold, ndim=ndim)
+    notes: list[str] = []
+    if meas_mask[tuple(b // 2 for b in box)]:
+        notes.append("the centre is masked (beamstop): the autocorrelation misses the low frequencies, so the "
+                     "oversampling estimate (and an autocorrelation support) can be far off; check it against the object size")
 
     out_shape = box if size is None else ((int(size),) * ndim if np.isscalar(size) else tuple(int(s) for s in size))
     if len(out_shape) != ndim or min(out_shape) < 4:
         raise InputError(f"size {size}: need {ndim} sizes of at least 4")
     if oversampling is not None and oversampling <= 1:
         raise InputError(f"oversampling {oversampling}: must be above 1 (2 or more for a unique solution)")
-    notes: list[str] = []
     used, factors = [], []
     for axis, (m, n, o) in enumerate(zip(box, out_shape, over_in)):
         s = 1.0 if oversampling is None else o / oversampling

@@ -57,6 +57,40 @@ def _centre(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, tor
     return out_obj, out_sup
 
 
+def _iterate(
+    x: torch.Tensor, sup: Support, steps: Sequence[Step], project: FourierProjector, bar: tqdm
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run a recipe on a batch of objects: (final object, its chi², final support, chi² history)."""
+    ndim = x.ndim - 1
+    n_iter = sum(s.name in ITERATING for s in steps)
+    history = torch.empty((n_iter, x.shape[0]), device=x.device)
+    average: torch.Tensor | None = None
+    n_avg = 0
+    reference: torch.Tensor | None = None
+    it = 0
+    with torch.no_grad():
+        for step in steps:
+            if step.name == "SUP":
+                sup = Support(shrink_wrap(x, step.params["sigma"], step.params["threshold"], ndim))
+                continue
+            x, chi2 = ALGORITHMS[step.name](x, project, sup, **step.params)
+            history[it] = chi2
+            it += 1
+            if step.name == "AVG":
+                # Phase-align to the first averaged iterate so the global phase cannot wash out.
+                if reference is None:
+                    reference = x.clone()
+                overlap = (reference.conj() * x).sum(dim=tuple(range(1, ndim + 1)), keepdim=True)
+                aligned = x * torch.exp(-1j * torch.angle(overlap))
+                average = aligned if average is None else average + aligned
+                n_avg += 1
+            if not bar.disable and (it % 20 == 0 or it == n_iter):
+                bar.set_postfix(chi2=f"{float(chi2.min()):.3e}")
+            bar.update(x.shape[0])
+    final = average / n_avg if average is not None else x * sup.inside
+    return final, project.chi2(final), sup.mask, history
+
+
 def phase_retrieval(
     intensity: np.ndarray | torch.Tensor,
     recipe: str | Sequence[Step] = DEFAULT_RECIPE,
@@ -68,6 +102,7 @@ def phase_retrieval(
     device: str | torch.device | None = "cpu",
     seed: int | None = None,
     progress: bool = True,
+    batch: int | None = None,
 ) -> Result:
     """Reconstruct a complex object from one diffraction pattern.
 
@@ -78,7 +113,7 @@ def phase_retrieval(
     recipe : str or list of Step
         Schedule in the recipe language (:mod:`cdinn.retrieval.recipe`).
     starts : int
-        Number of random starts, run together as one batch on the device.
+        Number of random starts.
     mask : array, optional
         Non-zero where a pixel was not measured; those pixels are left free.
     support : bool array, optional
@@ -94,6 +129,11 @@ def phase_retrieval(
         Seed of the random starts.
     progress : bool
         Show a progress bar.
+    batch : int, optional
+        Starts iterated together as one batch. Default: all of them on a GPU, one at a time on
+        a CPU, where a batch's working set leaves the cache (measured: 4 starts of 128³ as
+        one batch took 1.45× the time of running them one after another). The result does
+        not depend on it.
 
     Returns
     -------
@@ -144,39 +184,18 @@ def phase_retrieval(
     x = x * (target / norms).sqrt()
 
     n_iter = sum(s.name in ITERATING for s in steps)
-    history = torch.empty((n_iter, starts), device=dev)
-    average: torch.Tensor | None = None
-    n_avg = 0
-    reference: torch.Tensor | None = None
-    it = 0
-    bar = tqdm(total=n_iter, desc="phase retrieval", unit="it", disable=not progress, leave=False)
-    with torch.no_grad():
-        for step in steps:
-            if step.name == "SUP":
-                sup = Support(shrink_wrap(x, step.params["sigma"], step.params["threshold"], ndim))
-                continue
-            x, chi2 = ALGORITHMS[step.name](x, project, sup, **step.params)
-            history[it] = chi2
-            it += 1
-            if step.name == "AVG":
-                # Phase-align to the first averaged iterate so the global phase cannot wash out.
-                if reference is None:
-                    reference = x.clone()
-                overlap = (reference.conj() * x).sum(dim=tuple(range(1, ndim + 1)), keepdim=True)
-                aligned = x * torch.exp(-1j * torch.angle(overlap))
-                average = aligned if average is None else average + aligned
-                n_avg += 1
-            if progress and (it % 20 == 0 or it == n_iter):
-                bar.set_postfix(chi2=f"{float(chi2.min()):.3e}")
-            bar.update(1)
+    if batch is None:
+        batch = starts if dev.type == "cuda" else 1
+    if batch < 1:
+        raise InputError(f"batch must be >= 1, got {batch}")
+    bar = tqdm(total=n_iter * starts, desc="phase retrieval", unit="it", disable=not progress, leave=False)
+    runs = [_iterate(x[i:i + batch], Support(sup.mask[i:i + batch]), steps, project, bar) for i in range(0, starts, batch)]
     bar.close()
-
-    final = average / n_avg if average is not None else x * sup.inside
-    final_chi2 = project.chi2(final)
+    final, final_chi2, sup_mask, history = (torch.cat(parts, dim=d) for parts, d in zip(zip(*runs), (0, 0, 0, 1)))
     _sync(dev)
     t_loop = time.perf_counter() - t0
 
-    objs, sups = _centre(from_native(final, ndim), from_native(sup.mask, ndim))
+    objs, sups = _centre(from_native(final, ndim), from_native(sup_mask, ndim))
     order = torch.argsort(final_chi2).tolist()
     best = order[0]
     obj = objs[best].cpu().numpy()

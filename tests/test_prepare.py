@@ -149,3 +149,16 @@ def test_esrf_logo_prepares_centred_with_its_beamstop_masked(shared_data, tmp_pa
     raw = read_pattern(logo / "logo5mu_20sec.edf")[0]
     assert intensity.shape == (512, 512) and mask.sum() == (raw == 0).sum()
     assert mask[256, 256] and "centre at (256, 256)" in capsys.readouterr().out
+
+
+def test_prepare_cli_block_dct_and_centring_options(pattern3d, tmp_path, capsys):
+    raw, out = tmp_path / "stack.npy", tmp_path / "dct.cxi"
+    np.save(raw, pattern3d)
+    assert main(["prepare", str(raw), "--size", "24", "--oversampling", "2", "--resample", "dct", "--centre", "max", "-o", str(out)]) == 0
+    intensity, _ = read_pattern(out)
+    assert intensity.shape == (24, 24, 24)
+    assert np.unravel_index(np.argmax(intensity), intensity.shape) == (12, 12, 12)
+    assert np.allclose(estimate_oversampling(intensity), 2.0, rtol=0.15)
+    with pytest.raises(SystemExit) as exit_:  # argparse rejects an unknown method before anything runs
+        main(["prepare", str(raw), "--resample", "wavelet", "-o", str(tmp_path / "x.cxi")])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err

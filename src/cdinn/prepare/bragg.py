@@ -194,6 +194,7 @@ def prepare_pattern(
         raise InputError(f"size {size}: need {ndim} sizes of at least 4")
     if oversampling is not None and oversampling <= 1:
         raise InputError(f"oversampling {oversampling}: must be above 1 (2 or more for a unique solution)")
+    dct = method == "dct" and oversampling is not None
     used, factors = [], []
     for axis, (m, n, o) in enumerate(zip(box, out_shape, over_in)):
         s = 1.0 if oversampling is None else o / oversampling
@@ -201,14 +202,14 @@ def prepare_pattern(
             if oversampling is not None:
                 notes.append(f"axis {axis}: the measurement spans {m} pixels, too few for {n} at oversampling {oversampling:g}; kept {o * n / m:.2f}")
             s = min(m / n, 1.0) if oversampling is None else m / n
-        if method == "dct" and oversampling is not None:
+        if dct:
             k = dct_blocks(n)
             u = k * max(1, min(m // k, int(round(s * n / k))))
         else:
             u = max(2, min(m, 2 * int(round(s * n / 2))))
         used.append(u)
         factors.append(u / n)
-    if method == "dct" and oversampling is not None:
+    if dct:
         # Blocks average whole pixels: put the peak pixel in the middle of output pixel n//2
         # (the Fourier method maps index u//2 to n//2 exactly by itself).
         starts = [min(max(b // 2 - int(u / n * (n // 2 + 0.5)), 0), b - u) for b, u, n in zip(box, used, out_shape)]
@@ -225,7 +226,7 @@ def prepare_pattern(
         notes.append(f"padded {tuple(used)} measured pixels to {tuple(out_shape)}; the padding is masked")
         factors = [1.0] * ndim
     else:
-        resample = block_dct_resample if method == "dct" else fourier_resample
+        resample = block_dct_resample if dct else fourier_resample
         intensity = resample(_filled(region, region_mask), out_shape)
         out_mask = resample_mask(region_mask, factors, out_shape)
     intensity[out_mask] = 0

@@ -92,23 +92,15 @@ def analyse(
     native = strain_map(result.object, crystal_support(np.abs(result.object), threshold), q, g_norm, basis)
     obj, voxel = to_lab(result.object, basis)
     support = crystal_support(np.abs(obj), threshold)
-    phase, displacement, strain = (_field_to_lab(f, native.support, basis, voxel, support)
-                                   for f in (native.phase, native.displacement, native.strain))
+    # Each field is extended outwards by its nearest inside value first, so that interpolation
+    # at the crystal's surface never mixes in the NaNs of the outside.
+    _, nearest = distance_transform_edt(~native.support, return_indices=True)
+    phase, strain = (np.where(support, to_lab(f[tuple(nearest)], basis, voxel_nm=voxel)[0], np.nan)
+                     for f in (native.phase, native.strain))
     idx = np.nonzero(support)
     size = tuple(float((i.max() - i.min() + 1) * voxel) for i in idx)
-    smap = StrainMap(phase, displacement, strain, support, g_norm)
+    smap = StrainMap(phase, phase / g_norm, strain, support, g_norm)
     return Crystal(obj, smap, native, voxel, lab_vector_to_grid(q / np.linalg.norm(q)), size)  # type: ignore[arg-type]
-
-
-def _field_to_lab(field: np.ndarray, inside: np.ndarray, basis: np.ndarray, voxel: float, lab_support: np.ndarray) -> np.ndarray:
-    """A real field defined inside ``inside`` (NaN elsewhere) on the lab grid, NaN outside ``lab_support``.
-
-    The field is first extended outwards by its nearest inside value, so that interpolation at
-    the crystal's surface never mixes in the NaNs (or zeros) of the outside.
-    """
-    _, nearest = distance_transform_edt(~inside, return_indices=True)
-    lab, _ = to_lab(field[tuple(nearest)], basis, voxel_nm=voxel)
-    return np.where(lab_support, lab, np.nan)
 
 
 def _bbox(support: np.ndarray, margin: int = 3) -> tuple[slice, ...]:

@@ -7,9 +7,10 @@ from cdinn.errors import InputError
 from cdinn.io import read_result
 from cdinn.models import build
 from cdinn.physics import align, chi2, intensity, pad_to, ssim_amplitude
-from cdinn.pipeline import invert, parse_refinement, to_input_grid, to_model_grid, weibull_beta
+from cdinn.pipeline import invert, mask_to_model_grid, refinement_recipe, to_input_grid, to_model_grid, weibull_beta
 from cdinn.pipeline.network_refine import fine_tune
-from cdinn.retrieval.autodiff import autodiff_refine
+from cdinn.retrieval import parse_recipe
+from cdinn.retrieval.state import Measurement, State, blocks, run
 from cdinn.simulate import faceted_crystal, simulate_pattern
 
 
@@ -25,16 +26,16 @@ def crystal():
     return obj, simulate_pattern(obj, photons=1e8, seed=0)
 
 
-def test_parse_refinement():
-    assert [r.kind for r in parse_refinement("tl:10+er:5+ad:3")] == ["tl", "recipe", "ad"]
-    assert parse_refinement("er:50")[0].recipe == "ER**50"
-    assert parse_refinement("pr:150")[0].recipe == "AVG**10*ER**40*(SUP*ER**10*HIO**40)**2"
-    assert parse_refinement("none") == []
-    assert parse_refinement("HIO**10*ER**5")[0].recipe == "HIO**10*ER**5"
-    with pytest.raises(InputError):
-        parse_refinement("er:0")
-    with pytest.raises(InputError):
-        parse_refinement("magic:10")
+def test_refinement_language_and_its_aliases():
+    # The chain forms mean the recipe they translate to: leftmost first.
+    assert [s.name for s in parse_recipe(refinement_recipe("tl:2+er:3+ad:1"))] == ["TL", "TL", "ER", "ER", "ER", "AD"]
+    assert refinement_recipe("er:50") == "(ER**50)"
+    assert refinement_recipe("pr:150") == "(AVG**10*ER**40*(SUP*ER**10*HIO**40)**2)"
+    assert refinement_recipe("none") == "" and refinement_recipe(None) == ""
+    assert refinement_recipe("ER**20 * AD**10") == "ER**20 * AD**10"
+    for bad in ("er:0", "magic:10", "er:²", "ad:1e23", "ER**0", "TL(beta=1)"):
+        with pytest.raises(InputError):
+            refinement_recipe(bad)
 
 
 def test_grid_round_trip_keeps_the_object():
@@ -48,27 +49,29 @@ def test_grid_round_trip_keeps_the_object():
     assert back.shape == (64, 64)
     assert ssim_amplitude(align(back, obj).aligned, obj) > 0.8
     binned, t2 = to_model_grid(pattern, 32, bin_factor=2)
-    assert t2.binned_shape == (32, 32) and float(binned.sum()) == pytest.approx(float(pattern.sum()), rel=1e-5)
+    assert t2.resampled_shape == (32, 32) and float(binned.sum()) == pytest.approx(float(pattern.sum()), rel=1e-5)
 
 
-@pytest.mark.parametrize("refine", ["er:30", "ad:40", "ER**10*HIO**20", "tl:15"])
+@pytest.mark.parametrize("refine", ["er:30", "AD**40", "ER**10*HIO**20", "TL**15", "ER**10 * AD**10 * ER**5"])
 def test_each_refinement_lowers_chi2_from_the_prediction(tiny2d, crystal, refine):
     _, pattern = crystal
     result = invert(pattern, tiny2d, refine=refine)
     stages = result.provenance["stages"]
-    assert stages[-1]["chi2"] < stages[0]["chi2"]
-    assert result.object.shape == (64, 64) and result.chi2 == pytest.approx(stages[-1]["chi2"])
+    assert result.chi2 < stages[0]["chi2"]
+    assert result.object.shape == (64, 64) and len(stages) == 1 + len(blocks(parse_recipe(refinement_recipe(refine))))
     assert result.provenance["timings"]["total_s"] > 0
 
 
-def test_autodiff_refinement_from_a_perturbed_truth(crystal):
+def test_autodiff_operator_from_a_perturbed_truth(crystal):
     obj, pattern = crystal
     noisy = obj * torch.exp(1j * 0.6 * torch.rand(obj.shape, generator=torch.Generator().manual_seed(3)))
     support = obj.abs() > 0.05
     start = float(chi2(intensity(noisy * support), pattern))
-    for optimizer in ("adam", "lbfgs"):
-        r = autodiff_refine(pattern, noisy, support, steps=60, shrink_every=0, optimizer=optimizer)
-        assert r.chi2 < 0.5 * start, optimizer
+    state = run(State.from_object(Measurement(pattern), noisy, support), parse_recipe("AD**60"))
+    assert float(state.chi2()[0]) < 0.3 * start
+    assert len(state.history) == 60 and state.stages[-1]["stage"] == "AD(lr=0.02)**60"
+    # Outside the support the object stays zero.
+    assert float(state.objects()[0][~support].abs().max()) == 0.0
 
 
 def test_untrained_network_recovers_a_simple_object():
@@ -107,3 +110,23 @@ def test_invert_cli_batches_patterns(tmp_path, tiny2d, crystal):
     r = read_result(out / "p0.h5")
     assert r.provenance["model"] == "tiny" and r.extras["prediction"].shape == (64, 64)
     assert main(["invert", str(tmp_path / "p0.npy"), "-o", str(tmp_path / "x.h5"), "--model", "nonexistent"]) == 2
+    assert r.provenance["model_weights"] == str(weights) and r.provenance["refine"] == "(ER**10)"
+
+
+def test_phase_retrieval_has_no_network_operators(crystal):
+    from cdinn.retrieval import phase_retrieval
+
+    with pytest.raises(InputError, match="cdinn invert"):
+        phase_retrieval(crystal[1], "ER**5 * TL**2", progress=False, seed=0)
+
+
+def test_mask_follows_the_pattern_to_the_model_grid():
+    mask = torch.zeros(48, 48, dtype=torch.bool)
+    mask[22:26, 22:26] = True  # a beamstop
+    pattern = intensity(faceted_crystal((48, 48), oversampling=2.5, phase_range=1.0, seed=2))
+    _, transform = to_model_grid(pattern, 64)  # zero-padded: the added border was never measured
+    grid = mask_to_model_grid(mask, transform)
+    assert grid.shape == (64, 64) and bool(grid[30:34, 30:34].all()) and bool(grid[0].all())
+    assert int(grid[8:56, 8:56].sum()) == 16
+    _, binned = to_model_grid(pattern, 16, bin_factor=2)
+    assert int(mask_to_model_grid(mask, binned).sum()) == 4

@@ -10,7 +10,7 @@ from cdinn.cli.main import main
 from cdinn.errors import InputError
 from cdinn.models import build, families, load_model
 from cdinn.train import FourierLoss, SupervisedLoss, TransferLearningLoss, load_config, train
-from cdinn.train.data import SimulatedPatterns
+from cdinn.train.data import GeneratedPatterns, simulation_configs
 
 TINY = """
 model = "cdinn2d"
@@ -39,8 +39,9 @@ def test_every_family_builds_and_trains_one_step(family, kwargs, size):
     out = model(x)
     assert out["amplitude"].shape == (2,) + (model.output_size,) * model.ndim
     assert float(out["phase"].detach().abs().max()) <= torch.pi + 1e-5
-    batch = {"input": x, "amplitude": torch.rand_like(out["amplitude"]), "phase": torch.zeros_like(out["phase"])}
-    loss = SupervisedLoss()(out, batch).mean() + FourierLoss(0.1)(out, batch).mean() + TransferLearningLoss()(out, batch).mean()
+    batch = {"intensity": torch.rand((2,) + (size,) * model.ndim), "amplitude": torch.rand_like(out["amplitude"]),
+             "phase": torch.zeros_like(out["phase"])}
+    loss = SupervisedLoss(shape_weight=1.0)(out, batch).mean() + FourierLoss(0.1)(out, batch).mean() + TransferLearningLoss()(out, batch).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -52,24 +53,51 @@ def test_paper_widths():
     assert set(families()) == {"cdinn2d", "cdinn3d", "autophasenn", "cnn3d-tl"}
 
 
-def test_supervised_loss_is_twin_aware():
-    data = SimulatedPatterns(2, size=32, ndim=2, seed=1, progress=False)
-    amp, phase = data.amplitude, data.phase
-    loss = SupervisedLoss()
+def _batch(n, size=32, ndim=2, photons=(1e6, 1e8), seed=1, kind="faceted"):
+    data = GeneratedPatterns(simulation_configs(kind, size, ndim, oversampling=(2.0, 3.0), photons=photons, seed=seed), n, size, size)
+    items = [data[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def test_supervised_loss_is_twin_aware_and_blind_to_the_global_phase():
+    batch = _batch(2)
+    amp, phase = batch["amplitude"], batch["phase"]
+    loss = SupervisedLoss(shape_weight=1.0)
     from cdinn.train.losses import _twin_maps
 
     twin_amp, twin_phase = _twin_maps(amp, phase)
-    batch = {"amplitude": amp, "phase": phase}
-    assert float(loss({"amplitude": twin_amp, "phase": twin_phase}, batch).max()) < 1e-5
-    assert float(loss({"amplitude": amp.flip(1), "phase": phase}, batch).min()) > 1e-3
+    exact = float(loss({"amplitude": amp, "phase": phase}, batch).max())
+    assert float(loss({"amplitude": twin_amp, "phase": twin_phase}, batch).max()) < exact + 1e-5
+    assert float(loss({"amplitude": amp, "phase": phase + 1.3}, batch).max()) < exact + 1e-4
+    assert float(loss({"amplitude": amp.flip(1), "phase": phase}, batch).min()) > exact + 1e-2
+    assert float(loss({"amplitude": amp, "phase": -phase}, batch).min()) > exact + 1e-2
 
 
-def test_fourier_loss_is_zero_for_the_true_object():
-    data = SimulatedPatterns(2, size=32, ndim=2, photons=None, seed=2, progress=False)
-    batch = {"input": data.inputs, "amplitude": data.amplitude, "phase": data.phase}
-    assert float(FourierLoss()({"amplitude": data.amplitude, "phase": data.phase}, batch).max()) < 1e-4
-    wrong = {"amplitude": data.amplitude, "phase": data.phase + torch.linspace(0, 3, 32)}
+def test_samples_depend_only_on_seed_and_index():
+    configs = simulation_configs(["faceted", "superellipsoids"], 32, 3, oversampling=(2.2, 4.0), seed=7)
+    a = GeneratedPatterns(configs, 6, 32, 16)
+    b = GeneratedPatterns(configs, 4, 32, 16, first=2)
+    for key in ("intensity", "amplitude", "phase", "support"):
+        assert torch.equal(a[3][key], b[1][key])
+    assert a[0]["intensity"].shape == (32, 32, 32) and a[0]["amplitude"].shape == (16, 16, 16)
+    # Oversampling drawn across [2.2, 4]: the object grid covers 1/2.2 of the pattern at most.
+    extents = [int(a[i]["support"].any(dim=(1, 2)).sum()) for i in range(6)]
+    assert max(extents) <= 32 / 2.2 + 1 and min(extents) < max(extents)
+
+
+def test_fourier_loss_is_zero_for_the_true_object_and_honours_the_mask():
+    batch = _batch(2, photons=None, seed=2)
+    truth = {"amplitude": batch["amplitude"], "phase": batch["phase"]}
+    assert float(FourierLoss()(truth, batch).max()) < 1e-4
+    wrong = {"amplitude": batch["amplitude"], "phase": batch["phase"] + torch.linspace(0, 3, 32)}
     assert float(FourierLoss()(wrong, batch).min()) > 1e-3
+    # A beamstop whose pixels hold garbage: masked, the true object still fits exactly.
+    spoiled = dict(batch, intensity=batch["intensity"].clone())
+    spoiled["intensity"][:, 14:18, 14:18] = 0.0
+    mask = torch.zeros_like(batch["intensity"], dtype=torch.bool)
+    mask[:, 14:18, 14:18] = True
+    assert float(FourierLoss()(truth, spoiled).min()) > 1e-3
+    assert float(FourierLoss()(truth, dict(spoiled, mask=mask)).max()) < 1e-4
 
 
 def test_training_lowers_the_loss_resumes_and_loads(tmp_path):
@@ -115,8 +143,8 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    a = torch.load(single / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(ddp / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(single / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(ddp / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5, rtol=1e-4), k
     loss_single = (single / "metrics.csv").read_text().splitlines()[-1].split(",")[2]
@@ -191,3 +219,104 @@ batch_size = 4
 """
     out = train(load_config(write(tmp_path, cfg)), tmp_path / "run", progress=False)
     assert out["epochs"] == 1 and out["best_val_loss"] < float("inf")
+
+
+def _train_in_pieces(cfg, run, pieces_at_most=50):
+    """Run with a time budget so short that every call stops after one step; count the calls."""
+    calls = 0
+    while True:
+        calls += 1
+        out = train(cfg, run, progress=False, max_minutes=1e-9)
+        if out["complete"] or calls >= pieces_at_most:
+            return out, calls
+
+
+def _same_state(run_a, run_b):
+    a = torch.load(run_a / "checkpoint.pt", weights_only=True)
+    b = torch.load(run_b / "checkpoint.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+    def flat(x, prefix=""):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                yield from flat(v, f"{prefix}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                yield from flat(v, f"{prefix}/{i}")
+        else:
+            yield prefix, x
+
+    opt_a, opt_b = dict(flat(a["optimizer"])), dict(flat(b["optimizer"]))
+    assert opt_a.keys() == opt_b.keys()
+    for k, v in opt_a.items():
+        assert torch.equal(v, opt_b[k]) if isinstance(v, torch.Tensor) else v == opt_b[k], k
+    assert a["state"]["lr"] == b["state"]["lr"] and a["state"]["step"] == b["state"]["step"]
+
+
+@pytest.mark.parametrize("extra", [
+    # dropout (random state), cosine schedule with warm-up, a stage change mid-run
+    'stages = [{ epochs = 1, trainable = ["encoder", "shape_decoder"] }, { epochs = 1, trainable = ["phase_decoder"] }]\n'
+    'scheduler = "cosine"\nwarmup_steps = 2\n',
+    # Adam -> SGD switch (rate x0.95) and the plateau rule
+    'optimizer = "adam-sgd"\nswitch_every = 1\nepochs = 2\n',
+])
+def test_resume_in_pieces_is_bitwise_identical(tmp_path, extra):
+    text = """
+model = "cdinn3d"
+arguments = { width = 2, size = 16, dropout = 0.2 }
+data = { n_train = 12, n_val = 4, oversampling = [2.0, 3.0], photons = [1e6, 1e8], seed = 5 }
+loss = [{ name = "supervised", shape_weight = 1.0 }, { name = "fourier" }]
+batch_size = 4
+""" + extra
+    cfg = load_config(write(tmp_path, text))
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    pieces, calls = _train_in_pieces(cfg, tmp_path / "pieces")
+    assert whole["complete"] and pieces["complete"] and calls == pieces["total_steps"] == 6
+    _same_state(tmp_path / "whole", tmp_path / "pieces")
+    assert (tmp_path / "whole" / "metrics.csv").read_text().splitlines()[1:] != []
+    rows = lambda r: [line.split(",")[:5] for line in (r / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert rows(tmp_path / "whole") == rows(tmp_path / "pieces")
+
+
+def test_crafted_checkpoint_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": Evil()}, run / "checkpoint.pt")
+    cfg = write(tmp_path, TINY.format(epochs=1))
+    assert main(["train", str(cfg), "--run-dir", str(run), "-q"]) == 2
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_bad_configs_fail_in_one_line_and_leave_no_run_directory(tmp_path, capsys):
+    cases = {
+        "loss": TINY.format(epochs=1).replace('name = "fourier"', 'name = "wasserstein"'),
+        "kind": TINY.format(epochs=1).replace("n_train = 32", 'kind = "blobs", n_train = 32'),
+        "module": TINY.format(epochs=1).replace("epochs = 1", 'stages = [{ epochs = 1, trainable = ["nope"] }]'),
+        "type": TINY.format(epochs=1).replace("batch_size = 8", 'batch_size = "8"'),
+        "family": TINY.format(epochs=1).replace("width = 4", "depth = 4"),
+    }
+    for name, text in cases.items():
+        run = tmp_path / f"run-{name}"
+        assert main(["train", str(write(tmp_path, text, f"{name}.toml")), "--run-dir", str(run), "-q"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert not run.exists(), name
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    cfg = load_config(write(tmp_path, TINY.format(epochs=2)))
+    train(cfg, tmp_path / "run", progress=False, max_minutes=1e-9)
+    kept = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    from cdinn.train import losses
+
+    monkeypatch.setattr(losses.FourierLoss, "__call__", lambda self, o, b: o["amplitude"].sum() * float("nan"))
+    from cdinn.train.trainer import TrainingError
+
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == kept

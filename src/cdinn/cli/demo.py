@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cdinn.errors import InputError
 from cdinn.io import write_result
 from cdinn.models import load_model
 from cdinn.physics import align, phase_error, ssim_amplitude
-from cdinn.pipeline import invert
+from cdinn.pipeline import DEFAULT_REFINE, invert
 from cdinn.report import comparison_figure
 from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval, resolve_device
 from cdinn.simulate import faceted_crystal, simulate_pattern
@@ -31,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", default="demo-output", help="output directory (default demo-output)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"network (default {DEFAULT_MODEL}); 'none' skips it")
-    p.add_argument("--refine", default="pr:150", help="refinement of the prediction (default pr:150; the paper's er:50 also works)")
+    p.add_argument("--refine", default=DEFAULT_REFINE, help=f"refinement recipe after the network (default {DEFAULT_REFINE!r})")
     p.add_argument("--size", type=int, default=64, help="pattern size per axis (default 64)")
-    p.add_argument("--photons", type=float, default=1e9, help="total photons in the pattern (default 1e9)")
+    p.add_argument("--photons", type=float, default=1e7, help="total photons in the pattern (default 1e7)")
+    p.add_argument("--oversampling", type=float, default=3.0, help="linear oversampling of the pattern (default 3, as at a Bragg CDI beamline)")
     p.add_argument("--starts", type=int, default=4, help="random starts of phase retrieval (default 4)")
     p.add_argument("--seed", type=int, default=7, help="seed of the simulated crystal and the starts")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -47,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     shape = (args.size,) * 3
-    truth = faceted_crystal(shape, oversampling=2.0, phase_range=2.0, seed=args.seed).numpy()
+    if args.size < 16 or args.size > 256 or not 1.5 <= args.oversampling <= 8 or not args.photons > 0 or args.starts < 1:
+        raise InputError("demo: --size must be 16-256, --oversampling 1.5-8, --photons positive, --starts at least 1")
+    truth = faceted_crystal(shape, oversampling=args.oversampling, phase_range=3.0, seed=args.seed).numpy()
     pattern = simulate_pattern(truth, photons=args.photons, seed=args.seed).numpy()
     np.save(out / "demo_pattern.npy", pattern)
     print(f"simulated a faceted strained crystal: pattern {shape}, {pattern.sum():.3g} photons, max {pattern.max():.3g} counts")
@@ -66,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         refined = invert(pattern, model, refine=args.refine, device=device, progress=not args.quiet)
         score(f"network + {args.refine}", refined.object, refined.provenance["timings"]["total_s"], refined.chi2)
         write_result(out / "demo_network.h5", refined)
-        for name, h in refined.history.items():
-            curves.append((f"network + {name.split('_', 1)[1]} ({args.refine})", h))
+        curves.append((f"network + {refined.provenance['refine']}", refined.history["chi2"]))
 
     t0 = time.perf_counter()
     pr = phase_retrieval(pattern, DEFAULT_RECIPE, starts=args.starts, device=device, seed=args.seed, progress=not args.quiet)

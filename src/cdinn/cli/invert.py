@@ -12,18 +12,19 @@ from cdinn.cli.phase import add_pattern_arguments, output_paths
 from cdinn.errors import InputError
 from cdinn.io import read_pattern, write_result
 from cdinn.models import load_model
-from cdinn.pipeline import invert, parse_refinement, predict
+from cdinn.pipeline import DEFAULT_REFINE, invert, predict, refinement_recipe
+from cdinn.pipeline.invert import DEFAULT_DILATION
 from cdinn.retrieval import resolve_device
 
-EPILOG = """refinements (chain with '+', e.g. tl:100+er:50):
-  er:N      N error-reduction iterations from the prediction and its support (AutoPhaseNN: 50)
-  pr:N      a short phase retrieval (about N iterations) from the prediction, shrink-wrap free to
-            move the support: escapes a flat-phase prediction where ER stalls
-  RECIPE    any phase-retrieval recipe, e.g. "ER**20*HIO**30" (see cdinn phase --help)
-  ad:N      N steps of automatic-differentiation refinement of the object (3D-CDI-NN)
-  tl:N      N steps of per-pattern unsupervised fine-tuning of the network (transfer learning)
-  dip:N     N steps fitting a randomly initialised network (phase retrieval with an untrained network)
-  none      the network prediction alone
+EPILOG = """refinement: a recipe in the language of cdinn phase (the rightmost factor runs first),
+starting from the prediction and its support; OP**N is N steps of OP:
+  ER, HIO, RAAR, DM, AVG   projection algorithms        SUP   shrink-wrap support update
+  AD(lr=0.02)              automatic-differentiation steps on the object (3D-CDI-NN)
+  TL(lr=0.006)             per-pattern unsupervised fine-tuning of the network (transfer learning)
+  DIP(lr=0.006)            fitting a randomly initialised copy of the network (untrained network)
+examples: "ER**50" (the AutoPhaseNN paper's protocol), "ER**20 * AD**10", "ER**10 * TL**3",
+"(SUP * ER**10 * HIO**40)**3"; none = the network alone. The earlier forms er:N, pr:N, ad:N,
+tl:N, dip:N chained with '+' still work and are recorded as the recipe they mean.
 
 models: a shipped model name (cdinn models lists them), a .pt file with its .json card, or a
 training run directory. Patterns of the same shape go through the network as one batch.
@@ -41,18 +42,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_pattern_arguments(p, seed_help="seed of the dip refinement's random network (default 0)")
     p.add_argument("--model", required=True, help="shipped model name, .pt file or run directory")
-    p.add_argument("--refine", default="er:50", help="refinement chain (default er:50, the AutoPhaseNN paper's; pr:150 recovers more from a weak network)")
+    p.add_argument("--refine", default=DEFAULT_REFINE, help=f"refinement recipe (default {DEFAULT_REFINE!r}; see below)")
     p.add_argument("--bin", type=int, default=1, help="integer binning of the pattern before the network")
     p.add_argument("--threshold", type=float, default=0.1, help="support threshold of the prediction (default 0.1)")
+    p.add_argument("--dilation", type=int, default=DEFAULT_DILATION,
+                   help=f"voxels by which the prediction's support grows before refinement (default {DEFAULT_DILATION})")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``cdinn invert``."""
-    parse_refinement(args.refine)
+    refinement_recipe(args.refine)
     device = resolve_device(args.device)
     if args.bin < 1:
         raise InputError("--bin must be at least 1")
+    if args.dilation < 0:
+        raise InputError("--dilation must not be negative")
+    if not 0 < args.threshold < 1:
+        raise InputError("--threshold must be between 0 and 1")
     paths = output_paths(args.data, args.output, args.format)
     model = load_model(args.model, device)
     loaded, failures = {}, 0
@@ -70,14 +77,18 @@ def run(args: argparse.Namespace) -> int:
     predictions = {}
     for sources in groups.values():
         batch = torch.stack([torch.from_numpy(loaded[s][0]) for s in sources]).to(device)
-        raw, transform = predict(model, batch, args.bin)
+        masks = None
+        if any(loaded[s][1] is not None for s in sources):
+            masks = torch.stack([torch.zeros(batch.shape[1:], dtype=torch.bool) if loaded[s][1] is None
+                                 else torch.from_numpy(loaded[s][1] != 0) for s in sources]).to(device)
+        raw, transform = predict(model, batch, args.bin, masks)
         predictions.update({s: (raw[i], transform) for i, s in enumerate(sources)})
     for source, dest in zip(args.data, paths):
         if source not in loaded:
             continue
         pattern, mask = loaded[source]
         try:
-            result = invert(pattern, model, args.refine, mask=mask, bin_factor=args.bin, threshold=args.threshold,
+            result = invert(pattern, model, args.refine, mask=mask, bin_factor=args.bin, threshold=args.threshold, dilation=args.dilation,
                             device=device, seed=0 if args.seed is None else args.seed, prediction=predictions[source], progress=not args.quiet)
         except InputError as exc:
             if len(args.data) == 1:

@@ -13,7 +13,7 @@ from cdinn.models.registry import register
 
 @register("autophasenn")
 class AutoPhaseNN(CDIModel):
-    """64³ ``|F|`` in (normalised by its maximum), 32³ amplitude and phase out.
+    """64³ pattern in (``sqrt(I)`` or ``log(1 + I)``, normalised by its maximum), 32³ amplitude and phase out.
 
     Encoder blocks of [conv 3³ -> LeakyReLU(0.01) -> BatchNorm] x2 at 32, 64, 128, 256
     channels with max-pooling between them (64 -> 8); two decoders back up to half the input
@@ -25,8 +25,11 @@ class AutoPhaseNN(CDIModel):
     family = "autophasenn"
     ndim = 3
 
-    def __init__(self, width: int = 32, size: int = 64):
+    def __init__(self, width: int = 32, size: int = 64, input_scale: str = "sqrt"):
         super().__init__()
+        if input_scale not in ("sqrt", "log"):
+            raise ValueError(f"input_scale must be sqrt or log, got {input_scale!r}")
+        self.input_scale = input_scale
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.input_size = size
         self.output_size = size // 2
@@ -34,7 +37,7 @@ class AutoPhaseNN(CDIModel):
         rev = list(reversed(widths))[1:]
         self.amplitude_decoder = Decoder(3, widths[-1], rev, len(rev) - 1, lrelu_bn_block)
         self.phase_decoder = Decoder(3, widths[-1], rev, len(rev) - 1, lrelu_bn_block)
-        self.config = {"width": width, "size": size}
+        self.config = {"width": width, "size": size, "input_scale": input_scale}
 
     def heads(self, amplitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code = self.encoder(amplitude)

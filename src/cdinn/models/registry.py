@@ -41,7 +41,7 @@ def build(family: str, **kwargs: Any) -> torch.nn.Module:
         raise InputError(f"unknown model family {family!r}; known: {', '.join(families())}")
     try:
         return _FAMILIES[family](**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InputError(f"bad arguments for model family {family!r}: {exc}") from None
 
 
@@ -78,12 +78,22 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     weights, card_path = _locate(name_or_path)
     if not card_path.exists():
         raise InputError(f"{weights}: no model card ({card_path.name}) beside the weights")
-    card = json.loads(card_path.read_text())
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{card_path}: not a valid model card ({exc})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("family"), str) or not isinstance(card.get("arguments", {}), dict):
+        raise InputError(f"{card_path}: a model card needs a 'family' name and an 'arguments' table")
     model = build(card["family"], **card.get("arguments", {}))
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise InputError(f"{weights}: cannot load weights ({type(exc).__name__})") from None
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError):
+        raise InputError(f"{weights}: the weights do not fit the card's architecture ({card.get('family')})") from None
+    card.setdefault("name", weights.stem if weights.parent == WEIGHTS_DIR else str(weights))
+    card["weights"] = str(weights)
     model.card = card
     return model.to(device).eval()

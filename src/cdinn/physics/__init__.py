@@ -1,6 +1,6 @@
 """Physics core: forward model, noise, support, metrics, alignment.
 
-Pure, batched, device-agnostic torch code. Arrays are ``(B, *spatial)`` or unbatched
+Batched, device-agnostic torch code (NumPy/scikit-image for the alignment-based metrics). Arrays are ``(B, *spatial)`` or unbatched
 ``(*spatial)``; functions that cannot tell the two apart take ``ndim``, the number of
 spatial dimensions (2 or 3).
 """
@@ -25,6 +25,7 @@ from cdinn.physics.metrics import (
     poisson_nll,
     spectral_weight,
     ssim_amplitude,
+    support_dice,
 )
 from cdinn.physics.noise import poisson_noise
 from cdinn.physics.support import (
@@ -63,6 +64,7 @@ __all__ = [
     "shrink_wrap",
     "spectral_weight",
     "ssim_amplitude",
+    "support_dice",
     "threshold_support",
     "to_native",
     "twin",

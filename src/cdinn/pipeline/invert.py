@@ -1,95 +1,127 @@
 """``invert``: pattern -> network prediction -> refinement -> result.
 
-Preprocess (bin, crop/pad to the model's grid, record the transform), predict, postprocess
-(support, largest component, centring, phase offset), map back onto the measured grid, then
-refine with any chain of ``er:N`` / recipe, ``ad:N``, ``tl:N``, ``dip:N`` steps.
+The pattern becomes one :class:`~cdinn.retrieval.state.Measurement` (the only conversion to a
+device tensor). The network sees it at the oversampling it was trained on (binning and
+resampling recorded in a grid transform); its prediction is cleaned (support, largest
+component, centring, phase offset), mapped back onto the measured grid and becomes the start
+of a :class:`~cdinn.retrieval.state.State`. The refinement is a recipe in the language of
+``cdinn phase`` (ER, HIO, RAAR, DM, AVG, SUP, AD, TL, DIP), run by the one operator engine.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 import cdinn
 from cdinn.errors import InputError
 from cdinn.io.results import Result
 from cdinn.models.base import CDIModel
 from cdinn.physics.align import align
-from cdinn.physics.fourier import as_tensor
-from cdinn.physics.metrics import chi2
-from cdinn.physics.fourier import intensity as model_intensity
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
-from cdinn.pipeline.sampling import check_dimensionality, to_input_grid, to_model_grid
-from cdinn.retrieval.autodiff import autodiff_refine
-from cdinn.retrieval.phase_retrieval import phase_retrieval
-from cdinn.retrieval.recipe import parse_recipe
+from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
+from cdinn.retrieval.recipe import RecipeError, Step, parse_recipe
+from cdinn.retrieval.state import Measurement, State, run
+
+DEFAULT_REFINE = "ER**50"
+"""What ``cdinn invert`` runs after the network unless told otherwise (see docs/design.md for
+the measurement that chose it)."""
+
+DEFAULT_DILATION = 1
+"""Voxels by which the network's support is grown before refinement: a support that misses
+part of the crystal traps ER, one slightly too large costs nothing that SUP does not fix."""
+
+_LEGACY = {"er": "ER**{n}", "ad": "AD**{n}", "tl": "TL**{n}", "dip": "DIP**{n}"}
 
 
-@dataclass(frozen=True)
-class Refinement:
-    """One refinement step: ``kind`` in er, recipe, ad, tl, dip; ``steps``; ``recipe`` text."""
+def refinement_recipe(spec: str | None) -> str:
+    """The recipe of a ``--refine`` value: a recipe as such, ``none`` -> ``""``, or the
+    earlier chain forms (``er:50``, ``pr:150``, ``ad:N``, ``tl:N``, ``dip:N`` joined by ``+``,
+    leftmost first), translated to the recipe they mean.
 
-    kind: str
-    steps: int = 0
-    recipe: str = ""
-
-
-def parse_refinement(spec: str | None) -> list[Refinement]:
-    """Parse ``er:50``, ``pr:150``, ``ad:300``, ``tl:200``, ``dip:2000``, ``none`` or a retrieval
-    recipe, chained with ``+`` (e.g. ``tl:100+er:50``).
-
-    ``pr:N`` is a short phase retrieval from the prediction that lets shrink-wrap move the
-    support: ``AVG**10 * ER**40 * (SUP * ER**10 * HIO**40)**k`` with ``k = (N - 50) / 50``.
-    It escapes the flat-phase minimum that ER alone stalls in when a network predicts the
-    shape well but the phase poorly.
+    ``pr:N`` is ``AVG**10 * ER**40 * (SUP * ER**10 * HIO**40)**k`` with ``k = (N - 50) / 50``.
     """
     if spec is None or spec.strip().lower() in ("", "none"):
-        return []
-    steps = []
+        return ""
+    if ":" not in spec and "+" not in spec:
+        parse_recipe(spec)
+        return spec
+    recipes = []
     for part in spec.split("+"):
-        part = part.strip()
-        kind, _, num = part.partition(":")
+        kind, _, num = part.strip().partition(":")
         kind = kind.lower()
-        if kind in ("er", "pr", "ad", "tl", "dip") and num:
-            if not num.isdigit() or int(num) < 1:
-                raise InputError(f"refinement {part!r}: the step count must be a positive integer")
-            n = int(num)
-            if kind == "er":
-                steps.append(Refinement("recipe", n, f"ER**{n}"))
-            elif kind == "pr":
-                if n < 100:
-                    raise InputError(f"refinement {part!r}: pr needs at least 100 iterations")
-                steps.append(Refinement("recipe", n, f"AVG**10*ER**40*(SUP*ER**10*HIO**40)**{(n - 50) // 50}"))
-            else:
-                steps.append(Refinement(kind, n))
+        if kind not in (*_LEGACY, "pr") or not num.isascii() or not num.isdigit() or not 1 <= int(num) <= 1_000_000:
+            raise RecipeError(f"refinement {part.strip()!r}: write a recipe, e.g. ER**50, AD**100, TL**20 or "
+                              "'ER**20 * HIO**40' (the chain form takes er/pr/ad/tl/dip:N with 1 <= N <= 1000000)")
+        n = int(num)
+        if kind == "pr":
+            if n < 100:
+                raise RecipeError(f"refinement {part.strip()!r}: pr needs at least 100 iterations")
+            recipes.append(f"AVG**10*ER**40*(SUP*ER**10*HIO**40)**{(n - 50) // 50}")
         else:
-            parse_recipe(part)  # a clear error for anything that is neither
-            steps.append(Refinement("recipe", 0, part))
-    return steps
+            recipes.append(_LEGACY[kind].format(n=n))
+    return " * ".join(f"({r})" for r in reversed(recipes))
 
 
-def predict(model: CDIModel, patterns: torch.Tensor, bin_factor: int = 1) -> tuple[torch.Tensor, Any]:
+def predict(model: CDIModel, patterns: torch.Tensor, bin_factor: int = 1,
+            masks: torch.Tensor | None = None) -> tuple[torch.Tensor, GridTransform]:
     """Network prediction for a batch of patterns ``(B, *spatial)`` of the same shape.
 
     Returns the raw complex predictions on the model's output grid and the grid transform.
     """
     check_dimensionality(patterns.ndim - 1, model.ndim, model.family)
-    on_grid, transform = to_model_grid(patterns, model.input_size, bin_factor, ndim=model.ndim)
-    return model.predict(on_grid.to(next(model.parameters()).device)), transform
+    on_grid, transform = to_model_grid(patterns, model.input_size, bin_factor, ndim=model.ndim, oversampling=model_oversampling(model))
+    device = next(model.parameters()).device
+    grid_mask = None if masks is None else mask_to_model_grid(masks, transform).to(device)
+    return model.predict(on_grid.to(device), grid_mask), transform
+
+
+def model_oversampling(model: CDIModel) -> tuple[float, float] | None:
+    """The oversampling range a model was trained on (its card's ``oversampling_range``), if known."""
+    rng = getattr(model, "card", {}).get("oversampling_range")
+    return None if rng is None else (float(rng[0]), float(rng[1]))
+
+
+class NetworkRefiner:
+    """The TL and DIP operators: tune the network on the measurement, map its prediction back.
+
+    Parameters
+    ----------
+    model : the network that made the prediction
+    measurement : the pattern on the measured grid
+    transform : how the pattern was brought to the model's grid
+    threshold, dilation : as for the prediction's support
+    seed : seed of DIP's random network
+    """
+
+    def __init__(self, model: CDIModel, measurement: Measurement, transform: GridTransform, bin_factor: int,
+                 threshold: float, dilation: int, seed: int):
+        self.model, self.transform, self.threshold, self.dilation, self.seed = model, transform, threshold, dilation, seed
+        self.on_grid, _ = to_model_grid(measurement.intensity, model.input_size, bin_factor, oversampling=model_oversampling(model))
+        self.mask = None if measurement.mask is None else mask_to_model_grid(measurement.mask, transform)
+
+    def refine(self, state: State, step: Step, count: int) -> None:
+        tuned, losses = fine_tune(self.model, self.on_grid, count, mask=self.mask, random_init=step.name == "DIP",
+                                  seed=self.seed, lr=step.params["lr"])
+        obj, support = to_measured_grid(tuned, self.transform, self.threshold, self.dilation)
+        new = State.from_object(state.measurement, obj, support)
+        state.x, state.support = new.x, new.support
+        state.history.extend(torch.tensor([v], device=state.x.device) for v in losses)
 
 
 def invert(
     pattern: np.ndarray | torch.Tensor,
     model: CDIModel,
-    refine: str | None = "er:50",
+    refine: str | None = DEFAULT_REFINE,
     mask: np.ndarray | None = None,
     bin_factor: int = 1,
     threshold: float = 0.1,
+    dilation: int = DEFAULT_DILATION,
     device: str | torch.device = "cpu",
     seed: int = 0,
     prediction: tuple[torch.Tensor, Any] | None = None,
@@ -101,86 +133,87 @@ def invert(
     ----------
     pattern : measured intensity ``(*spatial)``
     model : a loaded network (:func:`cdinn.models.load_model`)
-    refine : refinement chain (see :func:`parse_refinement`)
+    refine : a recipe (``ER**50``, ``ER**20 * AD**10``, ``ER**10 * TL**3``, ...), ``none``, or
+        the earlier chain forms (:func:`refinement_recipe`)
     mask : non-zero where a pixel was not measured
-    bin_factor : integer binning before the crop to the model's grid
+    bin_factor : integer binning before the network
     threshold : support threshold of the prediction's amplitude
+    dilation : voxels by which the prediction's support is grown before refinement
     prediction : a precomputed ``(raw prediction, transform)`` for this pattern (batched use)
 
     Returns
     -------
     Result
-        Object on the measured grid, support, chi², history, per-stage timings, provenance
-        (model card name, refinement, grid transform, whether the prediction was the twin of
-        the refined result).
+        Object on the measured grid, support, chi², chi² history, per-stage chi² and timings,
+        provenance (model, weights file, refinement recipe, grid transform with the measured
+        and model oversampling, whether the prediction was the twin of the refined result).
     """
-    steps = parse_refinement(refine)
-    dev = torch.device(device)
-    meas = as_tensor(pattern, dev).to(torch.float32)
+    recipe = refinement_recipe(refine)
+    steps = parse_recipe(recipe) if recipe else []
+    if dilation < 0:
+        raise InputError(f"dilation must not be negative, got {dilation}")
+    t0 = time.perf_counter()
+    measurement = Measurement(pattern, mask, device)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if prediction is None:
-        raw, transform = predict(model, meas.unsqueeze(0), bin_factor)
+        masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
+        raw, transform = predict(model, measurement.intensity.unsqueeze(0), bin_factor, masks)
         raw = raw[0]
     else:
         raw, transform = prediction
     timings["predict_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    obj, support = _to_measured_grid(raw, transform, threshold)
-    nn_object = obj.clone()
+    obj, support = to_measured_grid(raw, transform, threshold, dilation)
+    network = NetworkRefiner(model, measurement, transform, bin_factor, threshold, dilation, seed) if any(
+        s.name in ("TL", "DIP") for s in steps) else None
+    state = State.from_object(measurement, obj, support, network)
+    nn_object = state.objects()[0].clone()
+    state.stages.append({"stage": "network", "chi2": float(state.chi2()[0]), "seconds": timings["predict_s"]})
     timings["postprocess_s"] = time.perf_counter() - t
-    history: dict[str, np.ndarray] = {}
-    current_chi2 = float(chi2(model_intensity(obj), meas, mask))
-    chain = [{"stage": "network", "chi2": current_chi2}]
-    for k, step in enumerate(steps):
-        t = time.perf_counter()
-        if step.kind == "recipe":
-            res = phase_retrieval(meas, step.recipe, mask=mask, support=support.cpu().numpy(), initial=obj, device=dev, progress=progress)
-            obj, support = as_tensor(res.object, dev), as_tensor(res.support, dev)
-            hist = res.history["chi2"][:, 0]
-        elif step.kind == "ad":
-            res = autodiff_refine(meas, obj, support, steps=step.steps, mask=mask, device=dev, progress=progress)
-            obj, support = as_tensor(res.object, dev), as_tensor(res.support, dev)
-            hist = res.history["chi2"]
-        else:
-            on_grid, _ = to_model_grid(meas, model.input_size, bin_factor)
-            tuned, losses = fine_tune(model, on_grid, step.steps, random_init=step.kind == "dip", seed=seed, progress=progress)
-            obj, support = _to_measured_grid(tuned, transform, threshold)
-            hist = np.array(losses, dtype=np.float32)
-        current_chi2 = float(chi2(model_intensity(obj), meas, mask))
-        timings[f"refine_{k}_{step.kind}_s"] = time.perf_counter() - t
-        history[f"{k}_{step.kind}"] = np.asarray(hist, dtype=np.float32)
-        chain.append({"stage": step.recipe or f"{step.kind}:{step.steps}", "chi2": current_chi2})
 
-    twin = bool(align(nn_object, obj, upsample=1).twin) if steps else False
-    timings["total_s"] = sum(timings.values())
+    t = time.perf_counter()
+    run(state, steps, progress=progress)
+    timings["refine_s"] = time.perf_counter() - t
+    final = state.objects()[0]
+    final_chi2 = float(state.chi2()[0])
+    twin = bool(align(nn_object, final, upsample=1).twin) if steps else False
+    timings["total_s"] = time.perf_counter() - t0 + (timings["predict_s"] if prediction is not None else 0.0)
     card = getattr(model, "card", {})
     return Result(
-        object=obj.detach().cpu().numpy().astype(np.complex64),
-        support=support.cpu().numpy().astype(bool),
-        chi2=current_chi2,
-        history=history,
+        object=final.cpu().numpy().astype(np.complex64),
+        support=state.supports()[0].cpu().numpy().astype(bool),
+        chi2=final_chi2,
+        history={"chi2": state.chi2_history()[:, 0]},
         provenance={
             "method": "invert",
             "model": card.get("name", model.family),
             "model_family": model.family,
-            "refine": refine or "none",
-            "stages": chain,
+            "model_weights": card.get("weights", ""),
+            "refine": recipe or "none",
+            "stages": state.stages,
             "prediction_is_twin_of_refined": twin,
             "grid_transform": transform.to_dict(),
             "threshold": threshold,
-            "device": str(dev),
+            "dilation": dilation,
+            "device": str(measurement.device),
+            "masked_pixels": 0 if measurement.mask is None else int(measurement.mask.sum()),
             "timings": timings,
             "version": cdinn.__version__,
         },
-        extras={"prediction": nn_object.detach().cpu().numpy().astype(np.complex64)},
+        extras={"prediction": nn_object.cpu().numpy().astype(np.complex64)},
     )
 
 
-def _to_measured_grid(raw: torch.Tensor, transform: Any, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def to_measured_grid(raw: torch.Tensor, transform: GridTransform, threshold: float,
+                     dilation: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A raw prediction on the model's grid -> cleaned object and (dilated) support on the measured grid."""
     mapped = to_input_grid(raw, transform)
     obj, support = clean_prediction(mapped, threshold)
     if not bool(support.any()):
         raise InputError("the network predicted an empty object (no amplitude above the threshold)")
+    if dilation:
+        grown = ndimage.binary_dilation(support.cpu().numpy(), iterations=dilation)
+        support = torch.from_numpy(grown).to(support.device)
     return obj, support

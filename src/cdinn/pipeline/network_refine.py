@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from cdinn.models.base import CDIModel
 from cdinn.models.registry import build
-from cdinn.physics.metrics import chi2_amplitude, pearson
-from cdinn.train.losses import far_field_amplitude, predicted_object
+from cdinn.physics.farfield import FarField, predicted_object
+from cdinn.physics.metrics import pearson
 
 
 def weibull_beta(step: int, total: int, start: float = 1e4, end: float = 1.0, k: float = 1.0, lam: float = 0.5) -> float:
@@ -31,6 +31,7 @@ def fine_tune(
     model: CDIModel,
     intensity: torch.Tensor,
     steps: int,
+    mask: torch.Tensor | None = None,
     random_init: bool = False,
     seed: int = 0,
     lr: float = 0.006,
@@ -48,6 +49,7 @@ def fine_tune(
     model : trained network (left untouched; a copy is tuned)
     intensity : pattern on the model's input grid ``(*input)``
     steps : optimisation steps
+    mask : non-zero where a pixel was not measured, on the same grid: those pixels are not fitted
     random_init : re-initialise the copy's weights (seeded): the untrained-network method
 
     Returns
@@ -60,27 +62,29 @@ def fine_tune(
     else:
         net = copy.deepcopy(model)
     net.train()
-    x = CDIModel.normalise(intensity.unsqueeze(0), model.ndim)
-    target = x.squeeze(1)
-    shape = tuple(target.shape[1:])
+    batch_mask = None if mask is None else mask.unsqueeze(0)
+    x = model.prepare(intensity.unsqueeze(0), batch_mask)
+    physics = FarField(intensity.unsqueeze(0), batch_mask)
+    target = physics.amplitude * physics.weights
     ndim = model.ndim
     rate = lr
     history: list[float] = []
     opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=rate)
-    for step in tqdm(range(steps), desc="network refinement", disable=not progress, leave=False):
-        if step and step % switch_every == 0:
-            rate *= 0.95
-            use_sgd = (step // switch_every) % 2 == 1
-            opt = torch.optim.SGD(net.parameters(), lr=rate, momentum=0.9) if use_sgd else torch.optim.Adam(net.parameters(), lr=rate)
-        calc = far_field_amplitude(predicted_object(net(x)), shape)
-        beta1 = weibull_beta(step, steps)
-        l3 = 1.0 - pearson(calc, target, ndim)
-        l4 = chi2_amplitude(calc, target, None, ndim)
-        loss = ((beta1 * l3 + l4) / (beta1 + 1.0)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(float(l4.detach().mean()))
+    with torch.enable_grad():  # also when called from inside a no-grad recipe run
+        for step in tqdm(range(steps), desc="network refinement", disable=not progress, leave=False):
+            if step and step % switch_every == 0:
+                rate *= 0.95
+                use_sgd = (step // switch_every) % 2 == 1
+                opt = torch.optim.SGD(net.parameters(), lr=rate, momentum=0.9) if use_sgd else torch.optim.Adam(net.parameters(), lr=rate)
+            obj = predicted_object(net(x))
+            beta1 = weibull_beta(step, steps)
+            l3 = 1.0 - pearson(physics.predict(obj) * physics.weights, target, ndim)
+            l4 = physics.chi2(obj)
+            loss = ((beta1 * l3 + l4) / (beta1 + 1.0)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(float(l4.detach().mean()))
     # Batch statistics, as during tuning: one pattern's running averages would not match them.
     with torch.no_grad():
         out = net(x)

@@ -7,17 +7,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import cdinn
 from cdinn.errors import InputError
 from cdinn.io.results import Result
 from cdinn.physics.align import align
-from cdinn.physics.fourier import as_tensor, from_native, to_native
-from cdinn.physics.support import autocorrelation_support, shrink_wrap
-from cdinn.retrieval.algorithms import ALGORITHMS
-from cdinn.retrieval.projections import FourierProjector, Support
+from cdinn.physics.fourier import as_tensor
+from cdinn.physics.support import autocorrelation_support
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, ITERATING, Step, parse_recipe
+from cdinn.retrieval.state import Measurement, State, run
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -57,42 +55,8 @@ def _centre(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, tor
     return out_obj, out_sup
 
 
-def _iterate(
-    x: torch.Tensor, sup: Support, steps: Sequence[Step], project: FourierProjector, bar: tqdm
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run a recipe on a batch of objects: (final object, its chi², final support, chi² history)."""
-    ndim = x.ndim - 1
-    n_iter = sum(s.name in ITERATING for s in steps)
-    history = torch.empty((n_iter, x.shape[0]), device=x.device)
-    average: torch.Tensor | None = None
-    n_avg = 0
-    reference: torch.Tensor | None = None
-    it = 0
-    with torch.no_grad():
-        for step in steps:
-            if step.name == "SUP":
-                sup = Support(shrink_wrap(x, step.params["sigma"], step.params["threshold"], ndim))
-                continue
-            x, chi2 = ALGORITHMS[step.name](x, project, sup, **step.params)
-            history[it] = chi2
-            it += 1
-            if step.name == "AVG":
-                # Phase-align to the first averaged iterate so the global phase cannot wash out.
-                if reference is None:
-                    reference = x.clone()
-                overlap = (reference.conj() * x).sum(dim=tuple(range(1, ndim + 1)), keepdim=True)
-                aligned = x * torch.exp(-1j * torch.angle(overlap))
-                average = aligned if average is None else average + aligned
-                n_avg += 1
-            if not bar.disable and (it % 20 == 0 or it == n_iter):
-                bar.set_postfix(chi2=f"{float(chi2.min()):.3e}")
-            bar.update(x.shape[0])
-    final = average / n_avg if average is not None else x * sup.inside
-    return final, project.chi2(final), sup.mask, history
-
-
 def phase_retrieval(
-    intensity: np.ndarray | torch.Tensor,
+    intensity: np.ndarray | torch.Tensor | Measurement,
     recipe: str | Sequence[Step] = DEFAULT_RECIPE,
     starts: int = 1,
     mask: np.ndarray | torch.Tensor | None = None,
@@ -108,8 +72,9 @@ def phase_retrieval(
 
     Parameters
     ----------
-    intensity : array ``(*spatial)``, 2D or 3D
-        Measured intensity, zero frequency at the array centre.
+    intensity : array ``(*spatial)``, 2D or 3D, or a :class:`~cdinn.retrieval.state.Measurement`
+        Measured intensity, zero frequency at the array centre (with a Measurement, ``mask``
+        is the Measurement's).
     recipe : str or list of Step
         Schedule in the recipe language (:mod:`cdinn.retrieval.recipe`).
     starts : int
@@ -126,7 +91,7 @@ def phase_retrieval(
     device : str or torch.device
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
     seed : int, optional
-        Seed of the random starts.
+        Seed of the random starts; drawn (and recorded) when not given.
     progress : bool
         Show a progress bar.
     batch : int, optional
@@ -151,51 +116,42 @@ def phase_retrieval(
     if not 1 <= average_best <= starts:
         raise InputError(f"average_best must be between 1 and starts={starts}, got {average_best}")
 
-    meas = as_tensor(intensity, dev).to(torch.float32)
-    ndim = meas.ndim
-    if ndim not in (2, 3):
-        raise InputError(f"expected a 2D or 3D pattern, got shape {tuple(meas.shape)}")
-    shape = tuple(meas.shape)
-    measured = None if mask is None else (as_tensor(mask, dev) == 0)
-    project = FourierProjector(to_native(meas.clamp_min(0).sqrt()), None if measured is None else to_native(measured))
-
+    measurement = intensity if isinstance(intensity, Measurement) else Measurement(intensity, mask, dev)
+    ndim, shape = measurement.ndim, measurement.shape
+    if seed is None:  # drawn, and recorded in the provenance, so that the run can be repeated
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
     gen = torch.Generator(device=dev)
-    gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+    gen.manual_seed(int(seed))
     if support is None:
-        sup = autocorrelation_support(meas, mask=None if measured is None else ~measured)
+        sup = autocorrelation_support(measurement.intensity, mask=measurement.mask)
     else:
         sup = as_tensor(support, dev).to(torch.bool)
         if tuple(sup.shape) != shape:
             raise InputError(f"support shape {tuple(sup.shape)} does not match the pattern shape {shape}")
-    sup = Support(to_native(sup).unsqueeze(0).expand((starts,) + shape))
-
     if initial is not None:
         x = as_tensor(initial, dev).to(torch.complex64)
         if tuple(x.shape) != shape:
             raise InputError(f"initial object shape {tuple(x.shape)} does not match the pattern shape {shape}")
-        x = to_native(x).unsqueeze(0).clone()
+        x = x.unsqueeze(0)
     else:
         amp = torch.rand((starts,) + shape, generator=gen, device=dev)
         phase = torch.rand((starts,) + shape, generator=gen, device=dev) * (2 * np.pi)
-        x = torch.polar(amp, phase) * sup.inside
-    # Parseval: the object's norm must match the measured amplitude's norm.
-    target = project.amplitude.square().sum()
-    norms = x.abs().square().sum(dim=tuple(range(1, ndim + 1)), keepdim=True).clamp_min(1e-30)
-    x = x * (target / norms).sqrt()
+        x = torch.polar(amp, phase) * sup
+    sup = sup.unsqueeze(0).expand((starts,) + shape)
 
     n_iter = sum(s.name in ITERATING for s in steps)
     if batch is None:
         batch = starts if dev.type == "cuda" else 1
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
-    bar = tqdm(total=n_iter * starts, desc="phase retrieval", unit="it", disable=not progress, leave=False)
-    runs = [_iterate(x[i:i + batch], Support(sup.mask[i:i + batch]), steps, project, bar) for i in range(0, starts, batch)]
-    bar.close()
-    final, final_chi2, sup_mask, history = (torch.cat(parts, dim=d) for parts, d in zip(zip(*runs), (0, 0, 0, 1)))
+    states = [run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress, label="phase retrieval")
+              for i in range(0, starts, batch)]
+    final_chi2 = torch.cat([s.chi2() for s in states])
+    history = np.concatenate([s.chi2_history() for s in states], axis=1)
     _sync(dev)
     t_loop = time.perf_counter() - t0
 
-    objs, sups = _centre(from_native(final, ndim), from_native(sup_mask, ndim))
+    objs, sups = _centre(torch.cat([s.objects() for s in states]), torch.cat([s.supports() for s in states]))
     order = torch.argsort(final_chi2).tolist()
     best = order[0]
     obj = objs[best].cpu().numpy()
@@ -204,9 +160,8 @@ def phase_retrieval(
     if average_best > 1:
         kept = [obj.astype(np.complex128)] + [align(objs[i].cpu().numpy(), obj).aligned for i in order[1:average_best]]
         obj = np.mean(kept, axis=0)
-        sup_native = to_native(torch.from_numpy(np.abs(obj) > 0).to(dev) & torch.from_numpy(support_out).to(dev))
-        chi2_out = float(project.chi2(to_native(torch.from_numpy(obj.astype(np.complex64)).to(dev)).unsqueeze(0))[0])
-        support_out = from_native(sup_native).cpu().numpy()
+        support_out = (np.abs(obj) > 0) & support_out
+        chi2_out = float(measurement.chi2(torch.from_numpy(obj.astype(np.complex64)).to(dev).unsqueeze(0))[0])
 
     total = time.perf_counter() - t0
     provenance = {
@@ -218,7 +173,7 @@ def phase_retrieval(
         "best_start": best,
         "seed": seed,
         "device": str(dev),
-        "masked_pixels": 0 if measured is None else int((~measured).sum()),
+        "masked_pixels": 0 if measurement.mask is None else int(measurement.mask.sum()),
         "initial": "given" if initial is not None else "random",
         "timings": {"total_s": total, "iterations_s": t_loop, "per_iteration_s": t_loop / max(n_iter, 1)},
         "version": cdinn.__version__,
@@ -227,7 +182,7 @@ def phase_retrieval(
         object=obj.astype(np.complex64),
         support=support_out.astype(bool),
         chi2=chi2_out,
-        history={"chi2": history.cpu().numpy()},
+        history={"chi2": history},
         provenance=provenance,
         extras={"chi2_starts": final_chi2.cpu().numpy()},
     )

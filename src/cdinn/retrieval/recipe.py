@@ -19,6 +19,15 @@ DM(beta=1.0)           difference map (Elser)
 AVG                    an ER iteration whose result is added to the final average
 SUP(sigma=2.0, threshold=0.1)
                        shrink-wrap support update (no iteration of its own)
+AD(lr=0.02)            a step of gradient descent (Adam) on the object's values inside the
+                       support, on the masked amplitude chi² (automatic differentiation)
+TL(lr=0.006)           a step of per-pattern unsupervised fine-tuning of the network that
+                       made the prediction (cdinn invert only)
+DIP(lr=0.006)          the same from a randomly initialised copy of the network: phase
+                       retrieval by an untrained network (cdinn invert only)
+
+``OP**N`` is N steps of OP; consecutive steps of one operator form a block that keeps its
+optimiser (``AD**10``: one Adam run of 10 steps).
 """
 
 from __future__ import annotations
@@ -40,8 +49,11 @@ OPERATORS: dict[str, dict[str, float]] = {
     "DM": {"beta": 1.0},
     "AVG": {},
     "SUP": {"sigma": 2.0, "threshold": 0.1},
+    "AD": {"lr": 0.02},
+    "TL": {"lr": 0.006},
+    "DIP": {"lr": 0.006},
 }
-ITERATING = ("ER", "HIO", "RAAR", "DM", "AVG")
+ITERATING = ("ER", "HIO", "RAAR", "DM", "AVG", "AD", "TL", "DIP")
 
 DEFAULT_RECIPE = "AVG**20 * ER**80 * (SUP * ER**20 * HIO**80)**5"
 """The papers' standard recipe: ER/HIO alternation with shrink-wrap, 600 iterations, the

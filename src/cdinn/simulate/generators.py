@@ -110,8 +110,9 @@ class SimulationConfig:
 
 
 def _faceted(config: SimulationConfig, rng: np.random.Generator) -> Sample:
-    # A phase range below 3 rad around a zero mean never reaches +-pi: angle() is exact.
-    ptp = rng.uniform(0.5, 3.0)
+    # A phase range below 2 pi around a zero mean stays within +-pi: angle() is exact; above
+    # it (options max_phase_range) the stored phase is wrapped.
+    ptp = rng.uniform(0.5, float(config.options.get("max_phase_range", 3.0)))
     # oversampling 1.15 inside the object grid keeps the smooth edge off the grid border.
     obj = faceted_crystal(config.object_shape, oversampling=1.15, phase_range=ptp, seed=rng).numpy()
     amplitude = np.abs(obj)

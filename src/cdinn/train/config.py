@@ -17,13 +17,18 @@ class TrainConfig:
     Attributes
     ----------
     model : family name (``cdinn models`` lists them) and ``arguments`` for its constructor
-    data : ``kind = "faceted"`` (simulated in memory: ``n_train``, ``n_val``,
-        ``oversampling``, ``photons``, ``phase_range``, ``seed``) or ``kind = "shards"``
-        (a ``cdinn simulate`` dataset: ``path``, ``n_val`` = the last samples held out)
-    loss : list of ``{name, weight, ...}`` (fourier, supervised, eq6)
+    data : ``kind`` = a ``simulate`` family (``faceted``, ``superellipsoids``, ``polygons``,
+        ``atomistic``) or a list of them, simulated on the fly in ``workers`` DataLoader
+        processes (``n_train``, ``n_val``, ``oversampling = [lo, hi]``, ``photons = [lo, hi]``,
+        ``augment``, ``seed``, ``options = {family = {...}}``); or ``kind = "shards"`` (a
+        ``cdinn simulate`` dataset: ``path``, ``n_val`` = the last samples held out)
+    loss : list of ``{name, weight, ...}`` (fourier, supervised, shape, eq6)
     optimizer : "adam", "sgd" or "adam-sgd" (alternate every ``switch_every`` epochs,
         learning rate x0.95 at each switch, as in the transfer-learning paper)
-    scheduler : "plateau" (ReduceLROnPlateau, factor 0.5) or "none"
+    scheduler : "plateau" (halve the rate after 2 epochs without a better validation loss),
+        "cosine" (linear warm-up over ``warmup_steps``, then cosine decay to 1 % by the last
+        step) or "none"
+    clip_grad : maximum gradient norm (0 = no clipping)
     stages : sequential training (3D-CDI-NN): list of ``{epochs, trainable}``; ``trainable``
         names top-level sub-modules, empty for all. Without stages, all train for ``epochs``.
     """
@@ -36,6 +41,8 @@ class TrainConfig:
     lr: float = 1e-3
     switch_every: int = 25
     scheduler: str = "plateau"
+    warmup_steps: int = 0
+    clip_grad: float = 1.0
     epochs: int = 10
     batch_size: int = 16
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -75,8 +82,34 @@ def load_config(path: str | Path) -> TrainConfig:
     if "model" not in raw:
         raise InputError(f"{p}: the 'model' key is required")
     cfg = TrainConfig(**raw)
+    _check_types(p, cfg)
     if cfg.optimizer not in ("adam", "sgd", "adam-sgd"):
         raise InputError(f"{p}: optimizer must be adam, sgd or adam-sgd, got {cfg.optimizer!r}")
-    if cfg.scheduler not in ("plateau", "none"):
-        raise InputError(f"{p}: scheduler must be plateau or none, got {cfg.scheduler!r}")
+    if cfg.scheduler not in ("plateau", "cosine", "none"):
+        raise InputError(f"{p}: scheduler must be plateau, cosine or none, got {cfg.scheduler!r}")
+    for stage in cfg.stages:
+        if not isinstance(stage, dict) or not isinstance(stage.get("epochs"), int) or stage["epochs"] < 1:
+            raise InputError(f"{p}: each stage needs a positive integer 'epochs', got {stage!r}")
+        if not isinstance(stage.get("trainable", []), list):
+            raise InputError(f"{p}: a stage's 'trainable' must be a list of module names, got {stage!r}")
     return cfg
+
+
+_TYPES = {"model": str, "arguments": dict, "data": dict, "loss": list, "optimizer": str, "lr": (int, float),
+          "switch_every": int, "scheduler": str, "warmup_steps": int, "clip_grad": (int, float), "epochs": int,
+          "batch_size": int, "stages": list, "seed": int, "description": str}
+
+
+def _check_types(p: Path, cfg: TrainConfig) -> None:
+    for name, kind in _TYPES.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InputError(f"{p}: {name!r} has the wrong type ({type(value).__name__}: {value!r})")
+    positive = {"lr": cfg.lr, "switch_every": cfg.switch_every, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
+    for name, value in positive.items():
+        if not value > 0:
+            raise InputError(f"{p}: {name!r} must be positive, got {value!r}")
+    if cfg.warmup_steps < 0 or cfg.clip_grad < 0:
+        raise InputError(f"{p}: warmup_steps and clip_grad must not be negative")
+    if not all(isinstance(item, dict) and isinstance(item.get("name"), str) for item in cfg.loss):
+        raise InputError(f"{p}: 'loss' must be a list of tables with a 'name'")

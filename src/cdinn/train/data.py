@@ -1,93 +1,102 @@
-"""Training data for the trainer: simulated patterns held in memory, or HDF5 shards.
+"""Training data: samples of the ``simulate/`` generators, made on the fly or read from shards.
 
-Every item is a dict of tensors: ``input`` (the normalised diffraction amplitude
-``(1, *input)``, as the networks see it), ``amplitude`` and ``phase`` (the object,
-centre-cropped to the network's output size) — real-space targets are only used by
-supervised losses.
+There is one simulation path: :func:`cdinn.simulate.generators.simulate_rows`. Sample ``i``
+depends only on the dataset seed and ``i``, so a sample made in a DataLoader worker, in
+another run or read back from a ``cdinn simulate`` shard is the same sample, and a resumed run
+sees exactly the data an uninterrupted run would.
+
+Every item is a dict of tensors: ``intensity`` (the measured pattern, counts, on the network's
+input grid), ``amplitude``, ``phase`` and ``support`` (the object on the network's output
+grid; real-space targets are used by supervised losses only). How a network scales its input
+is the network's business (:meth:`cdinn.models.base.CDIModel.prepare`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from cdinn.physics.fourier import crop_to, pad_to
-from cdinn.models.base import CDIModel
-from cdinn.simulate.crystal import faceted_crystal, simulate_pattern
 from cdinn.simulate.dataset import SimulatedDataset
+from cdinn.simulate.generators import KINDS, SimulationConfig, simulate_rows
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """Seed of sample ``index`` of a dataset: depends on nothing else."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-class SimulatedPatterns(Dataset):
-    """Faceted crystals simulated once into memory (deterministic per (seed, index)).
-
-    Parameters
-    ----------
-    n : int
-        Number of samples.
-    size : int
-        Pattern size per axis (the network input).
-    ndim : int
-        2 or 3.
-    output_size : int
-        Size per axis of the real-space targets (centre crop of the object array).
-    oversampling : float or (low, high)
-        Linear oversampling ratio, drawn per sample from the range.
-    photons : (low, high)
-        Total photon counts, drawn log-uniformly per sample; ``None`` for noise-free.
-    phase_range : (low, high)
-        Peak-to-peak phase inside the crystal, radians.
-    seed : int
-        Dataset seed.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        size: int,
-        ndim: int = 3,
-        output_size: int | None = None,
-        oversampling: float | Sequence[float] = 2.0,
-        photons: Sequence[float] | None = (1e7, 1e9),
-        phase_range: Sequence[float] = (0.5, 3.0),
-        seed: int = 0,
-        progress: bool = True,
-    ):
-        output_size = output_size or size
-        shape = (size,) * ndim
-        os_range = (oversampling, oversampling) if isinstance(oversampling, (int, float)) else tuple(oversampling)
-        self.inputs = torch.empty((n, 1) + shape)
-        self.amplitude = torch.empty((n,) + (output_size,) * ndim)
-        self.phase = torch.empty_like(self.amplitude)
-        for i in tqdm(range(n), desc="simulating", disable=not progress, leave=False):
-            rng = np.random.default_rng(sample_seed(seed, i))
-            obj = faceted_crystal(shape, oversampling=rng.uniform(*os_range), phase_range=rng.uniform(*phase_range), seed=rng)
-            photon = None if photons is None else float(np.exp(rng.uniform(np.log(photons[0]), np.log(photons[1]))))
-            pattern = simulate_pattern(obj, photons=photon, seed=int(rng.integers(2**31)))
-            self.inputs[i] = CDIModel.normalise(pattern, ndim)
-            target = crop_to(obj, (output_size,) * ndim)
-            self.amplitude[i] = target.abs()
-            self.phase[i] = target.angle() * (target.abs() > 1e-3)
-
-    def __len__(self) -> int:
-        return self.inputs.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input": self.inputs[i], "amplitude": self.amplitude[i], "phase": self.phase[i]}
-
-
-def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
+def fit(x: torch.Tensor, size: int) -> torch.Tensor:
     """Centre-crop or zero-pad every axis of ``x`` to ``size``."""
     shape = tuple(min(n, size) for n in x.shape)
     return pad_to(crop_to(x, shape), (size,) * x.ndim)
+
+
+def _item(row: dict[str, Any], input_size: int, output_size: int) -> dict[str, torch.Tensor]:
+    support = torch.as_tensor(row["support"]).float()
+    return {
+        "intensity": fit(torch.as_tensor(row["intensity"]).float(), input_size),
+        "amplitude": fit(torch.as_tensor(row["amplitude"]).float(), output_size),
+        "phase": fit(torch.as_tensor(row["phase"]).float(), output_size),
+        "support": fit(support, output_size),
+    }
+
+
+def simulation_configs(
+    kind: str | Sequence[str],
+    input_size: int,
+    ndim: int,
+    oversampling: Sequence[float] = (2.0, 2.0),
+    photons: Sequence[float] | None = (1e4, 1e9),
+    seed: int = 0,
+    augment: bool = True,
+    options: dict[str, dict] | None = None,
+) -> list[SimulationConfig]:
+    """One :class:`SimulationConfig` per generator family, sampling oversampling ``[lo, hi]``.
+
+    The object grid is the largest that ``lo`` allows (``input_size / lo``); each sample is
+    Fourier-shrunk by a random factor so that the pattern side over the object-grid side
+    covers ``[lo, hi]`` (the crystal itself fills ~85-95 % of its grid).
+    """
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    lo, hi = (float(oversampling), float(oversampling)) if isinstance(oversampling, (int, float)) else map(float, oversampling)
+    if not 1.0 <= lo <= hi:
+        raise ValueError(f"oversampling range must satisfy 1 <= lo <= hi, got {[lo, hi]}")
+    object_size = max(8, int(input_size // lo))
+    base = input_size / object_size
+    resample = (base / hi, min(1.0, base / lo)) if hi > base else None
+    configs = []
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"unknown data kind {k!r}; use shards or one of {', '.join(KINDS)}")
+        configs.append(SimulationConfig(
+            kind=k, object_size=object_size, oversampling=base, ndim=ndim, seed=seed,
+            photons=None if photons is None else (float(photons[0]), float(photons[1])),
+            augment=augment, resample=resample, wrap_phase=True, options=dict((options or {}).get(k, {})),
+        ))
+    return configs
+
+
+class GeneratedPatterns(Dataset):
+    """``n`` samples simulated on demand; sample ``i`` comes from family ``i mod len(configs)``.
+
+    Parameters
+    ----------
+    configs : simulation configurations (:func:`simulation_configs`), one per family
+    n : number of samples
+    input_size, output_size : the network's grids per axis
+    first : index of the first sample (disjoint ranges make disjoint training and validation sets)
+    """
+
+    def __init__(self, configs: Sequence[SimulationConfig], n: int, input_size: int, output_size: int, first: int = 0):
+        self.configs, self.n, self.first = list(configs), int(n), int(first)
+        self.input_size, self.output_size = input_size, output_size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        index = self.first + int(i)
+        config = self.configs[index % len(self.configs)]
+        return _item(simulate_rows(config, index)[0], self.input_size, self.output_size)
 
 
 class ShardPatterns(Dataset):
@@ -104,7 +113,7 @@ class ShardPatterns(Dataset):
     """
 
     def __init__(self, directory: str, input_size: int, output_size: int, indices: Sequence[int] | None = None):
-        self.source = SimulatedDataset(directory, keys=("intensity", "amplitude", "phase"))
+        self.source = SimulatedDataset(directory, keys=("intensity", "amplitude", "phase", "support"))
         self.indices = list(range(len(self.source))) if indices is None else list(indices)
         self.input_size, self.output_size = input_size, output_size
 
@@ -113,10 +122,4 @@ class ShardPatterns(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.source[self.indices[i]]
-        pattern = _fit(item["intensity"].float(), self.input_size)
-        ndim = pattern.ndim
-        return {
-            "input": CDIModel.normalise(pattern, ndim),
-            "amplitude": _fit(item["amplitude"].float(), self.output_size),
-            "phase": _fit(item["phase"].float(), self.output_size),
-        }
+        return _item({k: item[k] for k in ("intensity", "amplitude", "phase", "support")}, self.input_size, self.output_size)

@@ -1,0 +1,133 @@
+"""Issue 12: do the shipped 3D networks pay their way? Held-out crystals, trivial baselines
+beside every network figure, and network + refinement against `cdinn phase`.
+
+Held-out set: 50 faceted 64³ crystals with linear oversampling 2.5-3.5, smooth strain phases
+up to ±2.4 rad and 1e7 photons (:func:`common.held_out_case`, seeds never trained on).
+
+- **Baselines that ignore the pattern**: a ball of the held-out crystals' mean volume (shape)
+  and a zero phase; the network alone must beat them on support Dice (half-maximum supports
+  after removing translation and twin) and phase error, or it has learned the average blob.
+- **Refinement**: the network + `ER**50` (AutoPhaseNN's protocol), the network + the default
+  refinement of `cdinn invert`, and `cdinn phase`'s default (PR-600, one start), in process.
+- **Whole processes**: `cdinn invert DIR` and `cdinn phase DIR` on the same 50 files, one
+  process each, wall time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import HELD_OUT_SEEDS, ROOT, held_out_case, log, median, score, table, timed
+
+from cdinn.models import load_model
+from cdinn.pipeline import invert
+from cdinn.pipeline.invert import DEFAULT_REFINE
+from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval
+
+TITLE = "Networks that pay their way (issue 12)"
+ORDER = 45
+RESULTS = "networks"
+MODEL = "autophasenn-64"
+
+
+def _ball(shape: tuple[int, ...], volume: float) -> np.ndarray:
+    r = (3 * volume / (4 * np.pi)) ** (1 / 3)
+    grid = np.stack(np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij"))
+    return (np.sqrt((grid**2).sum(0)) <= r).astype(np.complex64)
+
+
+def _stats(values: list[float], fmt: str) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{fmt.format(np.median(v))} [{fmt.format(np.percentile(v, 10))}, {fmt.format(np.percentile(v, 90))}]"
+
+
+def _whole_process(cases: list[np.ndarray], model: str) -> dict[str, float]:
+    """Wall seconds of one `cdinn phase DIR` and one `cdinn invert DIR` process on the same files."""
+    cli = [sys.executable, "-m", "cdinn.cli.main"]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "in"
+        d.mkdir()
+        for i, pattern in enumerate(cases):
+            np.save(d / f"scan{i:03d}.npy", pattern)
+        for label, args in (("phase", ["phase", str(d), "-o", f"{tmp}/phase", "--seed", "0", "-q"]),
+                            ("invert", ["invert", str(d), "-o", f"{tmp}/invert", "--model", model, "-q"])):
+            t = time.perf_counter()
+            proc = subprocess.run(cli + args, capture_output=True, text=True)
+            out[label] = time.perf_counter() - t
+            if proc.returncode:
+                raise RuntimeError(f"cdinn {label} failed: {proc.stderr[-500:]}")
+    return out
+
+
+def main(quick: bool, model_name: str = MODEL) -> str:
+    seeds = HELD_OUT_SEEDS[:4] if quick else HELD_OUT_SEEDS
+    model = load_model(model_name)
+    cases = [held_out_case(s) for s in seeds]
+    mean_volume = float(np.mean([np.count_nonzero(np.abs(t) >= 0.5) for t, _, _ in cases]))
+    ball = _ball(cases[0][0].shape, mean_volume)
+    methods = {
+        "network alone": lambda p: invert(p, model, refine="none"),
+        "network + ER**50 (paper's protocol)": lambda p: invert(p, model, refine="ER**50"),
+        f"network + default ({DEFAULT_REFINE})": lambda p: invert(p, model),
+        "cdinn phase default (PR-600, 1 start)": lambda p: phase_retrieval(p, DEFAULT_RECIPE, starts=1, seed=0, progress=False),
+    }
+    rows: dict[str, list[dict]] = {"baseline: ball of the mean volume, zero phase": []}
+    rows.update({k: [] for k in methods})
+    for n, (truth, pattern, params) in enumerate(cases):
+        rows["baseline: ball of the mean volume, zero phase"].append({"time": 0.0, "chi2": float("nan"), **score(ball, truth)})
+        for label, fn in methods.items():
+            seconds, res = timed(lambda: fn(pattern))
+            rows[label].append({"time": seconds, "chi2": res.chi2, **score(res.object, truth)})
+        log(f"networks {n + 1}/{len(cases)} (os {params['oversampling']:.2f}, phase {params['phase_range']:.1f}): "
+            + ", ".join(f"{k.split(' (')[0]} dice {v[-1]['dice']:.3f} chi2 {v[-1]['chi2']:.1e}" for k, v in rows.items()))
+    body = []
+    for label, recs in rows.items():
+        chi2 = [r["chi2"] for r in recs]
+        body.append([
+            label, len(recs), _stats([r["time"] for r in recs], "{:.3f}"),
+            "—" if np.isnan(chi2).all() else _stats(chi2, "{:.2e}"),
+            _stats([r["dice"] for r in recs], "{:.3f}"), _stats([r["ssim"] for r in recs], "{:.3f}"),
+            _stats([r["phase_error"] for r in recs], "{:.3f}"), f"{100 * np.mean([r['success'] for r in recs]):.0f}%",
+        ])
+    card = model.card
+    out = [
+        f"Model `{model_name}` ({card['architecture']['parameters']:,} parameters, input {card['architecture']['input_shape']}); "
+        f"{len(cases)} held-out 64³ crystals (seeds {seeds[0]}–{seeds[-1]}), oversampling 2.5–3.5, phase up to ±2.4 rad, "
+        "1e7 photons. Median [10th, 90th percentile]. Dice: half-maximum supports after removing translation and twin; "
+        "success = amplitude SSIM ≥ 0.95 and phase error ≤ 0.15 rad; chi² on the full 64³ pattern. "
+        f"{torch.get_num_threads()} threads.",
+        table(["method", "n", "time (s)", "chi²", "support Dice", "amp SSIM", "phase err (rad)", "success"], body),
+    ]
+    t = {k: median([r["time"] for r in v]) for k, v in rows.items()}
+    c = {k: median([r["chi2"] for r in v]) for k, v in rows.items()}
+    nn, er50, dflt, pr = list(methods)
+    lines = [
+        f"- network alone vs the ball baseline: Dice {median([r['dice'] for r in rows[nn]]):.3f} vs "
+        f"{median([r['dice'] for r in rows['baseline: ball of the mean volume, zero phase']]):.3f} (target ≥ 0.90); "
+        f"phase error {median([r['phase_error'] for r in rows[nn]]):.3f} vs "
+        f"{median([r['phase_error'] for r in rows['baseline: ball of the mean volume, zero phase']]):.3f} rad (target ≤ 0.25); "
+        f"PR-600 time / network time **{t[pr] / t[nn]:.0f}x** (target ≥ 30).",
+        f"- network + default: median chi² {c[dflt]:.2e} vs PR-600's {c[pr]:.2e} (ratio {c[dflt] / c[pr]:.2f}; target ≤ 1), "
+        f"success {100 * np.mean([r['success'] for r in rows[dflt]]):.0f}% vs {100 * np.mean([r['success'] for r in rows[pr]]):.0f}% "
+        f"(target ≥ 95%), in-process time {t[pr] / t[dflt]:.1f}x less.",
+        f"- network + ER**50: median chi² {c[er50] / c[pr]:.2f}x PR-600's (target ≤ 2).",
+    ]
+    if not quick:
+        whole = _whole_process([p for _, p, _ in cases], model_name)
+        lines.append(f"- whole processes on the same {len(cases)} files: `cdinn phase` {whole['phase']:.1f} s, "
+                     f"`cdinn invert` {whole['invert']:.1f} s: **{whole['phase'] / whole['invert']:.1f}x** less (target ≥ 5).")
+    out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+if __name__ == "__main__":
+    # Development use: python benchmarks/bench_networks.py MODEL_OR_RUN_DIR [--quick]
+    print(main(quick="--quick" in sys.argv, model_name=next((a for a in sys.argv[1:] if not a.startswith("-")), MODEL)))

@@ -1,0 +1,223 @@
+"""The state of a reconstruction, and the operators that map a state to a state.
+
+One :class:`Measurement` is built per pattern (the only conversion of the user's array to a
+device tensor); a :class:`State` holds it with the current objects (a batch of starts), their
+support, the chi² history and the per-block stages. Every step of a recipe is an operator on
+the state, in one algebra (PyNX's): the projection algorithms ER, HIO, RAAR, DM and AVG, the
+support update SUP, automatic-differentiation steps AD, and the network operators TL
+(per-pattern fine-tuning of a trained network) and DIP (an untrained network), which the
+state reaches through its ``network`` (built by :mod:`cdinn.pipeline`, which knows the models).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cdinn.errors import InputError
+from cdinn.physics.fourier import as_tensor, from_native, to_native
+from cdinn.physics.metrics import chi2_amplitude
+from cdinn.physics.support import shrink_wrap
+from cdinn.retrieval.algorithms import ALGORITHMS
+from cdinn.retrieval.projections import FourierProjector, Support
+from cdinn.retrieval.recipe import ITERATING, Step
+
+
+class Measurement:
+    """One measured pattern on its device: intensity, mask and the Fourier projector, built once.
+
+    Parameters
+    ----------
+    intensity : array ``(*spatial)``, 2D or 3D, zero frequency at the centre
+    mask : array, optional; non-zero where a pixel was not measured
+    device : torch device
+    """
+
+    def __init__(self, intensity: Any, mask: Any = None, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.intensity = as_tensor(intensity, self.device).to(torch.float32)
+        if self.intensity.ndim not in (2, 3):
+            raise InputError(f"expected a 2D or 3D pattern, got shape {tuple(self.intensity.shape)}")
+        self.mask = None if mask is None else (as_tensor(mask, self.device) != 0)
+        if self.mask is not None and tuple(self.mask.shape) != self.shape:
+            raise InputError(f"mask shape {tuple(self.mask.shape)} does not match the pattern shape {self.shape}")
+        measured = None if self.mask is None else to_native(~self.mask)
+        self.projector = FourierProjector(to_native(self.intensity.clamp_min(0).sqrt()), measured)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.intensity.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.intensity.ndim
+
+    def chi2(self, obj: torch.Tensor) -> torch.Tensor:
+        """chi² of centred objects ``(B, *spatial)`` against the measurement, per object."""
+        return self.projector.chi2(to_native(obj.to(torch.complex64), self.ndim))
+
+
+class NetworkOperator(Protocol):
+    """What TL and DIP need: a network that can be tuned on the state's measurement."""
+
+    def refine(self, state: State, step: Step, count: int) -> None: ...
+
+
+@dataclass
+class State:
+    """Current objects (FFT-native layout, ``(B, *spatial)``), support, history and stages."""
+
+    measurement: Measurement
+    x: torch.Tensor
+    support: Support
+    network: NetworkOperator | None = None
+    history: list[torch.Tensor] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    average: torch.Tensor | None = None
+    n_average: int = 0
+    reference: torch.Tensor | None = None
+
+    @classmethod
+    def from_object(cls, measurement: Measurement, obj: torch.Tensor, support: torch.Tensor,
+                    network: NetworkOperator | None = None) -> State:
+        """A state from centred objects ``(B, *spatial)`` (or one object) and their support, scaled to the measured norm."""
+        ndim = measurement.ndim
+        obj = obj.to(measurement.device, torch.complex64)
+        support = support.to(measurement.device, torch.bool)
+        if obj.ndim == ndim:
+            obj, support = obj.unsqueeze(0), support.unsqueeze(0)
+        if tuple(obj.shape[1:]) != measurement.shape or tuple(support.shape[-ndim:]) != measurement.shape:
+            raise InputError(f"object {tuple(obj.shape[1:])} / support {tuple(support.shape[-ndim:])} must match the pattern {measurement.shape}")
+        x = to_native(obj, ndim).clone()
+        # Parseval: the object's norm must match the measured amplitude's norm.
+        target = measurement.projector.amplitude.square().sum()
+        norms = x.abs().square().sum(dim=tuple(range(1, ndim + 1)), keepdim=True).clamp_min(1e-30)
+        x = x * (target / norms).sqrt()
+        sup = to_native(support, ndim).expand(x.shape)
+        return cls(measurement, x, Support(sup), network)
+
+    @property
+    def ndim(self) -> int:
+        return self.measurement.ndim
+
+    def final(self) -> torch.Tensor:
+        """The result of the schedule so far (native layout): the AVG average if any, else ``x`` in the support."""
+        return self.average / self.n_average if self.average is not None else self.x * self.support.inside
+
+    def objects(self) -> torch.Tensor:
+        """Centred final objects ``(B, *spatial)``."""
+        return from_native(self.final(), self.ndim)
+
+    def supports(self) -> torch.Tensor:
+        """Centred boolean supports ``(B, *spatial)``."""
+        return from_native(self.support.mask, self.ndim)
+
+    def chi2(self) -> torch.Tensor:
+        """chi² of the final objects, per start."""
+        return self.measurement.projector.chi2(self.final())
+
+    def chi2_history(self) -> np.ndarray:
+        """chi² after every iterating step, ``(iterations, starts)``."""
+        if not self.history:
+            return np.zeros((0, self.x.shape[0]), dtype=np.float32)
+        return torch.stack(self.history).cpu().numpy().astype(np.float32)
+
+
+def blocks(steps: Sequence[Step]) -> list[tuple[Step, int]]:
+    """Consecutive repeats of one step as ``(step, count)``: ``AD**10`` is one block of 10 steps,
+    so an optimiser (AD, TL, DIP) keeps its state within a block."""
+    out: list[tuple[Step, int]] = []
+    for step in steps:
+        if out and out[-1][0] == step:
+            out[-1] = (step, out[-1][1] + 1)
+        else:
+            out.append((step, 1))
+    return out
+
+
+def _project(state: State, step: Step, count: int) -> None:
+    algorithm = ALGORITHMS[step.name]
+    dims = tuple(range(1, state.ndim + 1))
+    for _ in range(count):
+        state.x, chi2 = algorithm(state.x, state.measurement.projector, state.support, **step.params)
+        state.history.append(chi2)
+        if step.name == "AVG":
+            # Phase-align to the first averaged iterate so the global phase cannot wash out.
+            if state.reference is None:
+                state.reference = state.x.clone()
+            overlap = (state.reference.conj() * state.x).sum(dim=dims, keepdim=True)
+            aligned = state.x * torch.exp(-1j * torch.angle(overlap))
+            state.average = aligned if state.average is None else state.average + aligned
+            state.n_average += 1
+
+
+def _shrink_wrap(state: State, step: Step, count: int) -> None:
+    for _ in range(count):
+        state.support = Support(shrink_wrap(state.x, step.params["sigma"], step.params["threshold"], state.ndim))
+
+
+def _autodiff(state: State, step: Step, count: int) -> None:
+    """Adam on the object's values inside the support, minimising the masked amplitude chi².
+
+    The object is optimised in units of its mean amplitude in the support, so the learning
+    rate means the same for any photon count (3D-CDI-NN's refinement).
+    """
+    project = state.measurement.projector
+    dims = tuple(range(-state.ndim, 0))
+    inside = state.support.inside
+    x = state.x * inside
+    count_in = inside.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    scale = (x.abs().sum(dim=dims, keepdim=True) / count_in).clamp_min(1e-30)
+    params = torch.view_as_real((x / scale).contiguous()).clone().requires_grad_(True)
+    opt = torch.optim.Adam([params], lr=step.params["lr"])
+    with torch.enable_grad():
+        for _ in range(count):
+            obj = torch.view_as_complex(params) * scale * inside
+            calc = torch.fft.fftn(obj, dim=dims, norm="ortho").abs()
+            chi2 = chi2_amplitude(calc, project.amplitude, project.weight, state.ndim)
+            opt.zero_grad(set_to_none=True)
+            chi2.sum().backward()
+            opt.step()
+            state.history.append(chi2.detach())
+    with torch.no_grad():
+        state.x = (torch.view_as_complex(params.detach()) * scale * inside).contiguous()
+
+
+def _network(state: State, step: Step, count: int) -> None:
+    if state.network is None:
+        raise InputError(f"{step.name} tunes a network: use it in `cdinn invert --refine`, not in `cdinn phase`")
+    state.network.refine(state, step, count)
+
+
+OPERATORS = {"ER": _project, "HIO": _project, "RAAR": _project, "DM": _project, "AVG": _project,
+             "SUP": _shrink_wrap, "AD": _autodiff, "TL": _network, "DIP": _network}
+
+
+def run(state: State, steps: Sequence[Step], progress: bool = False, label: str = "refinement") -> State:
+    """Apply a recipe's steps (execution order) to ``state``, block by block.
+
+    Each block appends ``{"stage", "chi2", "seconds"}`` to ``state.stages``; the AVG average
+    of a previous block ends when a later block changes the objects.
+    """
+    n_iter = sum(count for step, count in blocks(steps) if step.name in ITERATING)
+    bar = tqdm(total=n_iter * state.x.shape[0], desc=label, unit="it", disable=not progress, leave=False)
+    with torch.no_grad():
+        for step, count in blocks(steps):
+            t = time.perf_counter()
+            if step.name != "AVG" and step.name != "SUP" and state.average is not None:
+                state.average, state.n_average, state.reference = None, 0, None
+            OPERATORS[step.name](state, step, count)
+            chi2 = state.history[-1] if step.name in ITERATING and state.history else state.chi2()
+            state.stages.append({"stage": f"{step}**{count}" if count > 1 else str(step),
+                                 "chi2": float(chi2.min()), "seconds": time.perf_counter() - t})
+            if step.name in ITERATING:
+                bar.update(count * state.x.shape[0])
+                bar.set_postfix(chi2=f"{float(chi2.min()):.3e}")
+    bar.close()
+    return state

@@ -28,7 +28,7 @@ from common import HELD_OUT_SEEDS, ROOT, held_out_case, log, median, score, tabl
 
 from cdinn.models import load_model
 from cdinn.pipeline import invert
-from cdinn.pipeline.invert import DEFAULT_REFINE
+from cdinn.pipeline import DEFAULT_REFINE
 from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval
 
 TITLE = "Networks that pay their way (issue 12)"

@@ -36,9 +36,10 @@ HELD_OUT_SEED = 987_654
 
 
 def _data(card: dict, model, seed: int, n: int) -> GeneratedPatterns:
-    d = {k: v for k, v in card["data"].items() if k not in ("n_train", "n_val", "seed", "workers")}
+    d = {k: v for k, v in card["data"].items() if k not in ("n_train", "n_val", "seed", "workers", "centre")}
     kind = d.pop("kind", "faceted")
-    return GeneratedPatterns(simulation_configs(kind, model.input_size, model.ndim, seed=seed, **d), n, model.input_size, model.output_size)
+    return GeneratedPatterns(simulation_configs(kind, model.input_size, model.ndim, seed=seed, **d), n, model.input_size,
+                             model.output_size, centre=bool(card["data"].get("centre", True)))
 
 
 def _ball(shape: tuple[int, ...], volume: float) -> np.ndarray:

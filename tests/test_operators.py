@@ -123,7 +123,7 @@ def test_one_conversion_of_the_pattern_per_invert(monkeypatch):
 
     import importlib
 
-    for module in ("cdinn.physics.fourier", "cdinn.retrieval.state", "cdinn.retrieval.phase_retrieval", "cdinn.physics.metrics"):
+    for module in ("cdinn.physics.fourier", "cdinn.retrieval.state", "cdinn.retrieval.engine", "cdinn.physics.metrics"):
         monkeypatch.setattr(importlib.import_module(module), "as_tensor", counting)
     invert(pattern, model, refine="ER**5 * AD**3 * TL**2")
     assert len(seen) == 1

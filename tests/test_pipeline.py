@@ -130,3 +130,12 @@ def test_mask_follows_the_pattern_to_the_model_grid():
     assert int(grid[8:56, 8:56].sum()) == 16
     _, binned = to_model_grid(pattern, 16, bin_factor=2)
     assert int(mask_to_model_grid(mask, binned).sum()) == 4
+
+
+def test_twin_check_matches_the_alignment(crystal):
+    from cdinn.physics import twin
+    from cdinn.pipeline.inversion import is_twin
+
+    obj = torch.roll(crystal[0], (3, -2), (0, 1))
+    assert not is_twin(obj, crystal[0])
+    assert is_twin(torch.as_tensor(np.asarray(twin(obj))), crystal[0])

@@ -320,3 +320,12 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match="non-finite loss"):
         train(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == kept
+
+
+def test_targets_are_centred_where_the_generator_is_not():
+    # Polygons sit anywhere in their grid; the pattern cannot tell where, so targets are centred.
+    configs = simulation_configs("polygons", 64, 2, oversampling=(2.0, 3.0), seed=9)
+    for centre in (True, False):
+        data = GeneratedPatterns(configs, 6, 64, 64, centre=centre)
+        offsets = [float((torch.nonzero(data[i]["support"]).float().mean(0) - 32).abs().max()) for i in range(6)]
+        assert (max(offsets) <= 0.5) == centre, offsets

@@ -13,7 +13,7 @@ from cdinn.errors import InputError
 from cdinn.io import read_pattern, write_result
 from cdinn.models import load_model
 from cdinn.pipeline import DEFAULT_REFINE, invert, predict, refinement_recipe
-from cdinn.pipeline.invert import DEFAULT_DILATION
+from cdinn.pipeline.inversion import DEFAULT_DILATION
 from cdinn.retrieval import resolve_device
 
 EPILOG = """refinement: a recipe in the language of cdinn phase (the rightmost factor runs first),

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cdinn.errors import InputError
-from cdinn.retrieval.phase_retrieval import resolve_device
+from cdinn.retrieval.engine import resolve_device
 from cdinn.train import load_config, train
 from cdinn.train.trainer import TrainingError
 

@@ -37,7 +37,7 @@ from cdinn.physics.support import (
     shrink_wrap,
     threshold_support,
 )
-from cdinn.physics.align import align, twin
+from cdinn.physics.alignment import align, twin
 
 __all__ = [
     "align",

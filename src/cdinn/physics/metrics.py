@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from cdinn.physics.align import _numpy, align
+from cdinn.physics.alignment import _numpy, align
 from cdinn.physics.fourier import ArrayLike, as_tensor, forward, radius_grid, spatial_dims
 
 
@@ -106,7 +106,7 @@ def gaussian_nll(model_intensity: ArrayLike, measured_intensity: ArrayLike, ndim
 def ssim_amplitude(obj: ArrayLike, reference: ArrayLike) -> float:
     """Structural similarity of two amplitudes, each normalised to maximum 1 (scikit-image).
 
-    Align first (:func:`cdinn.physics.align`) when the two may differ by a translation or twin.
+    Align first (:func:`cdinn.physics.alignment.align`) when the two may differ by a translation or twin.
     """
     a = np.abs(_numpy(obj)).astype(np.float64)
     b = np.abs(_numpy(reference)).astype(np.float64)
@@ -126,8 +126,11 @@ def phase_error(
     ref = _numpy(reference)
     aligned = align(obj, ref).aligned
     inside = np.abs(ref) >= threshold * np.abs(ref).max() if support is None else _numpy(support).astype(bool)
-    diff = np.angle(aligned[inside] * np.conj(ref[inside]))
-    return float(np.sqrt(np.mean(diff**2)))
+    product = aligned[inside] * np.conj(ref[inside])
+    # Where the reconstruction is empty its phase is undefined: count the RMS of a uniformly
+    # random phase (pi / sqrt 3) there, so that predicting nothing never scores well.
+    diff2 = np.where(np.abs(product) > 0, np.angle(product) ** 2, np.pi**2 / 3)
+    return float(np.sqrt(np.mean(diff2)))
 
 
 def support_dice(obj: ArrayLike, reference: ArrayLike, level: float = 0.5, aligned: bool = False) -> float:

@@ -1,6 +1,6 @@
 """The inversion pipeline: preprocess -> predict -> postprocess -> refine -> result."""
 
-from cdinn.pipeline.invert import DEFAULT_REFINE, NetworkRefiner, invert, predict, refinement_recipe
+from cdinn.pipeline.inversion import DEFAULT_REFINE, NetworkRefiner, invert, predict, refinement_recipe
 from cdinn.pipeline.network_refine import fine_tune, weibull_beta
 from cdinn.pipeline.sampling import GridTransform, mask_to_model_grid, to_input_grid, to_model_grid
 

@@ -21,7 +21,8 @@ class TrainConfig:
         ``atomistic``) or a list of them, simulated on the fly in ``workers`` DataLoader
         processes (``n_train``, ``n_val``, ``oversampling = [lo, hi]``, ``photons = [lo, hi]``,
         ``augment``, ``seed``, ``options = {family = {...}}``); or ``kind = "shards"`` (a
-        ``cdinn simulate`` dataset: ``path``, ``n_val`` = the last samples held out)
+        ``cdinn simulate`` dataset: ``path``, ``n_val`` = the last samples held out); either
+        with ``centre`` (default true: targets rolled so their support is centred)
     loss : list of ``{name, weight, ...}`` (fourier, supervised, shape, eq6)
     optimizer : "adam", "sgd" or "adam-sgd" (alternate every ``switch_every`` epochs,
         learning rate x0.95 at each switch, as in the transfer-learning paper)

@@ -30,14 +30,23 @@ def fit(x: torch.Tensor, size: int) -> torch.Tensor:
     return pad_to(crop_to(x, shape), (size,) * x.ndim)
 
 
-def _item(row: dict[str, Any], input_size: int, output_size: int) -> dict[str, torch.Tensor]:
-    support = torch.as_tensor(row["support"]).float()
-    return {
+def _item(row: dict[str, Any], input_size: int, output_size: int, centre: bool = True) -> dict[str, torch.Tensor]:
+    item = {
         "intensity": fit(torch.as_tensor(row["intensity"]).float(), input_size),
         "amplitude": fit(torch.as_tensor(row["amplitude"]).float(), output_size),
         "phase": fit(torch.as_tensor(row["phase"]).float(), output_size),
-        "support": fit(support, output_size),
+        "support": fit(torch.as_tensor(row["support"]).float(), output_size),
     }
+    if centre and bool(item["support"].any()):
+        # A pattern does not know where its object sits: a network can only learn targets
+        # whose support is centred (the polygons generator places its objects anywhere).
+        support = item["support"]
+        idx = torch.nonzero(support).float().mean(dim=0)
+        shifts = tuple(int(n // 2 - round(float(c))) for n, c in zip(support.shape, idx))
+        dims = tuple(range(support.ndim))
+        for key in ("amplitude", "phase", "support"):
+            item[key] = torch.roll(item[key], shifts, dims)
+    return item
 
 
 def simulation_configs(
@@ -84,11 +93,13 @@ class GeneratedPatterns(Dataset):
     n : number of samples
     input_size, output_size : the network's grids per axis
     first : index of the first sample (disjoint ranges make disjoint training and validation sets)
+    centre : roll each target so that its support's centre of mass is at the grid centre
     """
 
-    def __init__(self, configs: Sequence[SimulationConfig], n: int, input_size: int, output_size: int, first: int = 0):
+    def __init__(self, configs: Sequence[SimulationConfig], n: int, input_size: int, output_size: int, first: int = 0,
+                 centre: bool = True):
         self.configs, self.n, self.first = list(configs), int(n), int(first)
-        self.input_size, self.output_size = input_size, output_size
+        self.input_size, self.output_size, self.centre = input_size, output_size, centre
 
     def __len__(self) -> int:
         return self.n
@@ -96,7 +107,7 @@ class GeneratedPatterns(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         index = self.first + int(i)
         config = self.configs[index % len(self.configs)]
-        return _item(simulate_rows(config, index)[0], self.input_size, self.output_size)
+        return _item(simulate_rows(config, index)[0], self.input_size, self.output_size, self.centre)
 
 
 class ShardPatterns(Dataset):
@@ -110,16 +121,18 @@ class ShardPatterns(Dataset):
     directory : dataset directory (``shard-*.h5``)
     input_size, output_size : the network's grids per axis
     indices : the samples to use (a train/validation split), default all
+    centre : roll each target so that its support's centre of mass is at the grid centre
     """
 
-    def __init__(self, directory: str, input_size: int, output_size: int, indices: Sequence[int] | None = None):
+    def __init__(self, directory: str, input_size: int, output_size: int, indices: Sequence[int] | None = None,
+                 centre: bool = True):
         self.source = SimulatedDataset(directory, keys=("intensity", "amplitude", "phase", "support"))
         self.indices = list(range(len(self.source))) if indices is None else list(indices)
-        self.input_size, self.output_size = input_size, output_size
+        self.input_size, self.output_size, self.centre = input_size, output_size, centre
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.source[self.indices[i]]
-        return _item({k: item[k] for k in ("intensity", "amplitude", "phase", "support")}, self.input_size, self.output_size)
+        return _item({k: item[k] for k in ("intensity", "amplitude", "phase", "support")}, self.input_size, self.output_size, self.centre)

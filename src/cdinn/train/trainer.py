@@ -45,6 +45,7 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
     d = dict(cfg.data)
     kind = d.pop("kind", "faceted")
     d.pop("workers", None)
+    centre = bool(d.pop("centre", True))
     if kind == "shards":
         # A `cdinn simulate` dataset; the last n_val samples are the validation set.
         full = ShardPatterns(d["path"], model.input_size, model.output_size)
@@ -52,8 +53,8 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
         if not 0 < n_val < len(full):
             raise InputError(f"n_val={n_val} must leave training samples in a dataset of {len(full)}")
         split = len(full) - n_val
-        return (ShardPatterns(d["path"], model.input_size, model.output_size, range(split)),
-                ShardPatterns(d["path"], model.input_size, model.output_size, range(split, len(full))))
+        return (ShardPatterns(d["path"], model.input_size, model.output_size, range(split), centre),
+                ShardPatterns(d["path"], model.input_size, model.output_size, range(split, len(full)), centre))
     n_train, n_val = int(d.pop("n_train", 256)), int(d.pop("n_val", 32))
     if n_train < 1 or n_val < 1:
         raise InputError(f"n_train and n_val must be positive, got {n_train} and {n_val}")
@@ -62,8 +63,8 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
     except (TypeError, ValueError) as exc:
         raise InputError(f"data: {exc}") from None
     # Validation samples sit after the training indices: same families, never trained on.
-    return (GeneratedPatterns(configs, n_train, model.input_size, model.output_size),
-            GeneratedPatterns(configs, n_val, model.input_size, model.output_size, first=n_train))
+    return (GeneratedPatterns(configs, n_train, model.input_size, model.output_size, centre=centre),
+            GeneratedPatterns(configs, n_val, model.input_size, model.output_size, first=n_train, centre=centre))
 
 
 def _distributed() -> tuple[int, int]:

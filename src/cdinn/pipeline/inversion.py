@@ -21,7 +21,6 @@ import cdinn
 from cdinn.errors import InputError
 from cdinn.io.results import Result
 from cdinn.models.base import CDIModel
-from cdinn.physics.align import align
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
@@ -178,7 +177,7 @@ def invert(
     timings["refine_s"] = time.perf_counter() - t
     final = state.objects()[0]
     final_chi2 = float(state.chi2()[0])
-    twin = bool(align(nn_object, final, upsample=1).twin) if steps else False
+    twin = is_twin(nn_object, final) if steps else False
     timings["total_s"] = time.perf_counter() - t0 + (timings["predict_s"] if prediction is not None else 0.0)
     card = getattr(model, "card", {})
     return Result(
@@ -204,6 +203,18 @@ def invert(
         },
         extras={"prediction": nn_object.cpu().numpy().astype(np.complex64)},
     )
+
+
+def is_twin(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a``'s amplitude matches ``b``'s better inverted through the centre (the twin
+    image) than as it is, at the best translation of each (two cross-correlations by FFT)."""
+    dims = tuple(range(a.ndim))
+    fa = torch.fft.fftn(a.abs(), dim=dims)
+    fb = torch.fft.fftn(b.abs(), dim=dims).conj()
+    # The amplitude inverted through the origin has the conjugate transform (it is real).
+    direct = torch.fft.ifftn(fa * fb, dim=dims).abs().max()
+    inverted = torch.fft.ifftn(fa.conj() * fb, dim=dims).abs().max()
+    return bool(inverted > direct)
 
 
 def to_measured_grid(raw: torch.Tensor, transform: GridTransform, threshold: float,

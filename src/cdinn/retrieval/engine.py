@@ -11,7 +11,7 @@ import torch
 import cdinn
 from cdinn.errors import InputError
 from cdinn.io.results import Result
-from cdinn.physics.align import align
+from cdinn.physics.alignment import align
 from cdinn.physics.fourier import as_tensor
 from cdinn.physics.support import autocorrelation_support
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, ITERATING, Step, parse_recipe

@@ -139,3 +139,30 @@ def test_twin_check_matches_the_alignment(crystal):
     obj = torch.roll(crystal[0], (3, -2), (0, 1))
     assert not is_twin(obj, crystal[0])
     assert is_twin(torch.as_tensor(np.asarray(twin(obj))), crystal[0])
+
+
+def test_patterns_are_brought_to_the_models_oversampling_and_back():
+    from cdinn.physics.support import estimate_oversampling
+
+    obj = faceted_crystal((96, 96), oversampling=5.0, phase_range=1.0, seed=4)
+    pattern = simulate_pattern(obj, photons=1e9, seed=1)
+    measured = estimate_oversampling(pattern)
+    target = (0.5 * min(measured), 0.6 * min(measured))  # a model trained on coarser sampling
+    on_grid, transform = to_model_grid(pattern, 64, oversampling=target)
+    assert transform.oversampling_measured == pytest.approx(measured, abs=1e-3)
+    assert all(t == pytest.approx(target[1]) for t in transform.oversampling_model)
+    assert all(r < 96 for r in transform.resampled_shape)
+    # The resampled pattern really has the model's oversampling, and keeps the counts.
+    resampled = pad_to(on_grid, transform.resampled_shape) if min(transform.resampled_shape) > 64 else on_grid
+    assert np.mean(estimate_oversampling(resampled)) == pytest.approx(target[1], rel=0.15)
+    assert float(on_grid.sum()) == pytest.approx(float(pattern.sum()), rel=0.02)
+    # An object on the model's grid maps back onto the measured grid at the measured pixel size:
+    # a model pixel is resampled/model measured pixels.
+    box = torch.zeros(32, 32, dtype=torch.complex64)
+    box[12:20, 12:20] = 1
+    back = to_input_grid(box, transform)
+    width = int((back.abs()[48] > 0.5).sum())
+    assert back.shape == (96, 96) and width == pytest.approx(8 * transform.resampled_shape[0] / 64, abs=1)
+    # Inside the range nothing is resampled.
+    _, same = to_model_grid(pattern, 64, oversampling=(0.5 * min(measured), 2 * max(measured)))
+    assert same.resampled_shape == (96, 96)

@@ -203,7 +203,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
                             sampler=DistributedSampler(val_set, world, rank, shuffle=False))
 
     state: dict[str, Any] = {"step": 0, "best": float("inf"), "lr": cfg.lr, "elapsed": 0.0, "plateau_scale": 1.0,
-                             "plateau_best": float("inf"), "plateau_bad": 0, "key": None, "sums": [0.0, 0.0], "parts": {}}
+                             "plateau_best": float("inf"), "plateau_bad": 0, "key": None, "sums": [0.0, 0.0], "parts": {},
+                             "rows": []}
     ckpt_path = run / "checkpoint.pt"
     optimizer = None
     if ckpt_path.exists():
@@ -213,6 +214,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
         except RuntimeError:
             raise InputError(f"{ckpt_path}: the checkpoint does not fit this configuration's model") from None
         state = ckpt["state"]
+        state.setdefault("rows", _read_csv(run / "metrics.csv"))  # checkpoints that predate rows in the state
         _set_rng_state(ckpt["rng"])
         if state["key"] is not None:
             trainable, kind = state["key"]
@@ -234,6 +236,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
         if rank == 0:
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
                    "state": state, "rng": _rng_state()}, ckpt_path)
+            # The metrics rows live in the checkpoint: a kill between two writes can never
+            # duplicate or lose a row on resume.
+            _write_csv(run / "metrics.csv", state["rows"])
 
     while state["step"] < total_steps and not stopped:
         epoch, offset = divmod(state["step"], steps_per_epoch)
@@ -318,7 +323,7 @@ def _end_epoch(cfg, state, net, model, val_loader, loss_fn, dev, world, rank, ru
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "lr": optimizer.param_groups[0]["lr"], "optimizer": kind, "elapsed_s": round(elapsed, 2)}
         row.update({f"train_{k}": v / float(sums[1]) * world for k, v in state["parts"].items()})
-        _append_csv(run / "metrics.csv", row)
+        state["rows"].append(row)
         if writer is not None:
             for k, v in row.items():
                 if isinstance(v, float):
@@ -373,13 +378,20 @@ def _save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: v if k == "optimizer" else int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def _tensorboard(run: Path):

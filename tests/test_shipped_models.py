@@ -48,3 +48,24 @@ def test_shipped_model_beats_the_trivial_baselines(name):
     ball = np.median(np.array(scores["ball"]), axis=0)
     assert net[0] >= ball[0] + 0.05, (name, net, ball)
     assert net[1] <= 0.8 * ball[1], (name, net, ball)  # the ball's phase is zero: the zero-phase baseline
+
+
+def test_refinements_honour_a_beamstop_and_a_gap_with_the_shipped_3d_model():
+    from cdinn.physics import chi2, intensity
+    from cdinn.simulate import faceted_crystal, simulate_pattern
+
+    names = [c["name"] for c in shipped_models() if c["architecture"]["ndim"] == 3]
+    if not names:
+        pytest.skip("no shipped 3D model")
+    model = load_model(names[0])
+    truth = faceted_crystal((64, 64, 64), oversampling=3.0, phase_range=2.5, seed=31)
+    full = simulate_pattern(truth, photons=1e8, seed=31)
+    mask = np.zeros(full.shape, dtype=bool)
+    mask[29:35, 29:35, 29:35] = True  # a beamstop over the peak
+    mask[:, 40:42, :] = True  # a detector gap
+    measured = full.numpy().copy()
+    measured[mask] = 0.0  # unmeasured pixels hold zeros, as detectors write them
+    results = {r: invert(measured, model, refine=r, mask=mask) for r in ("none", "ER**20 * AD**10", "ER**10 * TL**3")}
+    against_truth = {r: float(chi2(intensity(torch.from_numpy(res.object)), full)) for r, res in results.items()}
+    for r in ("ER**20 * AD**10", "ER**10 * TL**3"):
+        assert against_truth[r] <= against_truth["none"], against_truth

@@ -9,8 +9,8 @@ up to ±2.4 rad and 1e7 photons (:func:`common.held_out_case`, seeds never train
   after removing translation and twin) and phase error, or it has learned the average blob.
 - **Refinement**: the network + `ER**50` (AutoPhaseNN's protocol), the network + the default
   refinement of `cdinn invert`, and `cdinn phase`'s default (PR-600, one start), in process.
-- **Whole processes**: `cdinn invert DIR` and `cdinn phase DIR` on the same 50 files, one
-  process each, wall time.
+- **Whole processes**: `cdinn invert FILES -o DIR/` and `cdinn phase FILES -o DIR/` on the
+  same 50 files, one process each, wall time.
 """
 
 from __future__ import annotations
@@ -49,16 +49,18 @@ def _stats(values: list[float], fmt: str) -> str:
 
 
 def _whole_process(cases: list[np.ndarray], model: str) -> dict[str, float]:
-    """Wall seconds of one `cdinn phase DIR` and one `cdinn invert DIR` process on the same files."""
+    """Wall seconds of one `cdinn phase` and one `cdinn invert` process on the same files."""
     cli = [sys.executable, "-m", "cdinn.cli.main"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "in"
         d.mkdir()
+        files = []
         for i, pattern in enumerate(cases):
-            np.save(d / f"scan{i:03d}.npy", pattern)
-        for label, args in (("phase", ["phase", str(d), "-o", f"{tmp}/phase", "--seed", "0", "-q"]),
-                            ("invert", ["invert", str(d), "-o", f"{tmp}/invert", "--model", model, "-q"])):
+            files.append(str(d / f"scan{i:03d}.npy"))
+            np.save(files[-1], pattern)
+        for label, args in (("phase", ["phase", *files, "-o", f"{tmp}/phase/", "--seed", "0", "-q"]),
+                            ("invert", ["invert", *files, "-o", f"{tmp}/invert/", "--model", model, "-q"])):
             t = time.perf_counter()
             proc = subprocess.run(cli + args, capture_output=True, text=True)
             out[label] = time.perf_counter() - t

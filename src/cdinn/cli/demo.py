@@ -18,7 +18,7 @@ from cdinn.report import comparison_figure
 from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval, resolve_device
 from cdinn.simulate import faceted_crystal, simulate_pattern
 
-DEFAULT_MODEL = "autophasenn-s32"
+DEFAULT_MODEL = "autophasenn-64"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         nn_only = invert(pattern, model, refine="none", device=device)
         score(f"network ({args.model})", nn_only.object, nn_only.provenance["timings"]["total_s"], nn_only.chi2)
         refined = invert(pattern, model, refine=args.refine, device=device, progress=not args.quiet)
-        score(f"network + {args.refine}", refined.object, refined.provenance["timings"]["total_s"], refined.chi2)
+        iterations = len(refined.history["chi2"])
+        score(f"network + {iterations} it.", refined.object, refined.provenance["timings"]["total_s"], refined.chi2)
         write_result(out / "demo_network.h5", refined)
         curves.append((f"network + {refined.provenance['refine']}", refined.history["chi2"]))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import defaultdict
 
 import torch
@@ -81,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         if any(loaded[s][1] is not None for s in sources):
             masks = torch.stack([torch.zeros(batch.shape[1:], dtype=torch.bool) if loaded[s][1] is None
                                  else torch.from_numpy(loaded[s][1] != 0) for s in sources]).to(device)
+        t = time.perf_counter()
         raw, transform = predict(model, batch, args.bin, masks)
-        predictions.update({s: (raw[i], transform) for i, s in enumerate(sources)})
+        share = (time.perf_counter() - t) / len(sources)  # each pattern's share of its batch
+        predictions.update({s: (raw[i], transform, share) for i, s in enumerate(sources)})
     for source, dest in zip(args.data, paths):
         if source not in loaded:
             continue

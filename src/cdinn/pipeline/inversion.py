@@ -11,7 +11,6 @@ of a :class:`~cdinn.retrieval.state.State`. The refinement is a recipe in the la
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to
 from cdinn.retrieval.recipe import RecipeError, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
-DEFAULT_REFINE = "ER**50"
+DEFAULT_REFINE = "AVG**10 * ER**20 * (SUP * ER**10 * HIO**30)**2"
 """What ``cdinn invert`` runs after the network unless told otherwise (see docs/design.md for
 the measurement that chose it)."""
 
@@ -123,7 +122,7 @@ def invert(
     dilation: int = DEFAULT_DILATION,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    prediction: tuple[torch.Tensor, Any] | None = None,
+    prediction: tuple[torch.Tensor, GridTransform, float] | None = None,
     progress: bool = False,
 ) -> Result:
     """Invert one measured pattern with a network and refine the result.
@@ -138,7 +137,8 @@ def invert(
     bin_factor : integer binning before the network
     threshold : support threshold of the prediction's amplitude
     dilation : voxels by which the prediction's support is grown before refinement
-    prediction : a precomputed ``(raw prediction, transform)`` for this pattern (batched use)
+    prediction : a precomputed ``(raw prediction, transform, seconds)`` for this pattern (batched
+        use; ``seconds`` is its share of the batch's network time, recorded as ``predict_s``)
 
     Returns
     -------
@@ -159,9 +159,9 @@ def invert(
         masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
         raw, transform = predict(model, measurement.intensity.unsqueeze(0), bin_factor, masks)
         raw = raw[0]
+        timings["predict_s"] = time.perf_counter() - t
     else:
-        raw, transform = prediction
-    timings["predict_s"] = time.perf_counter() - t
+        raw, transform, timings["predict_s"] = prediction
 
     t = time.perf_counter()
     obj, support = to_measured_grid(raw, transform, threshold, dilation)

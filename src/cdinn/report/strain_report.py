@@ -3,6 +3,8 @@ in nm, displacement and strain along G, and one figure that shows them at a glan
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,10 +201,16 @@ def strain_figure(
     ax = fig.add_subplot(side[2])
     ax.axis("off")
     prov = result.provenance
+    if prov.get("method") == "invert":
+        # textwrap keeps a long refinement recipe whole instead of cutting it off.
+        how = [f"model: {prov.get('model', '?')}", *textwrap.wrap(f"refine: {prov.get('refine', '?')}", 44),
+               f"chi² = {result.chi2:.4g}"]
+    else:
+        how = [*textwrap.wrap(f"recipe: {prov.get('recipe', '?')}", 44),
+               f"chi² = {result.chi2:.4g}   starts: {prov.get('starts', '?')}"]
     lines = [
         f"method: {prov.get('method', '?')}",
-        f"recipe: {prov.get('recipe', '?')}"[:70],
-        f"chi² = {result.chi2:.4g}   starts: {prov.get('starts', '?')}",
+        *how,
         f"voxel {crystal.voxel_nm:.1f} nm (lab frame, cubic)",
         "crystal z × y × x: " + " × ".join(f"{s:.0f}" for s in crystal.size_nm) + " nm",
         f"|G| = {crystal.strain.g_norm:.3f} nm⁻¹, d = {2 * np.pi / crystal.strain.g_norm:.4f} nm",

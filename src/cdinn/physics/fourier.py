@@ -109,6 +109,13 @@ def crop_to(x: ArrayLike, shape: Sequence[int]) -> torch.Tensor:
     return t[(...,) + _centred_slices(shape, cur)]
 
 
+def fit_to(x: ArrayLike, shape: Sequence[int]) -> torch.Tensor:
+    """Centre-crop or zero-pad each trailing axis of ``x`` to ``shape`` (whichever it needs)."""
+    t = as_tensor(x)
+    shape = tuple(int(s) for s in shape)
+    return pad_to(crop_to(t, tuple(min(c, s) for c, s in zip(t.shape[-len(shape):], shape))), shape)
+
+
 def fourier_resample(x: ArrayLike, shape: Sequence[int], ndim: int | None = None, reciprocal: bool = False) -> torch.Tensor:
     """Band-limited resampling of a centred array to ``shape`` samples over the same extent.
 
@@ -136,7 +143,7 @@ def fourier_resample(x: ArrayLike, shape: Sequence[int], ndim: int | None = None
     t = t.to(torch.complex128 if wide else torch.complex64)
     there, back = (inverse, forward) if reciprocal else (forward, inverse)
     cur = tuple(t.shape[-ndim:])
-    spectrum = pad_to(crop_to(there(t, ndim), tuple(min(c, n) for c, n in zip(cur, new))), new)
+    spectrum = fit_to(there(t, ndim), new)
     return back(spectrum, ndim) * float(np.sqrt(np.prod(new) / np.prod(cur)))
 
 

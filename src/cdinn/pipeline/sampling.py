@@ -18,7 +18,7 @@ import torch
 import numpy as np
 
 from cdinn.errors import InputError
-from cdinn.physics.fourier import crop_to, fourier_resample, pad_to
+from cdinn.physics.fourier import crop_to, fit_to, fourier_resample, pad_to
 from cdinn.physics.support import estimate_oversampling
 from cdinn.prepare.resample import fourier_resample as resample_pattern
 from cdinn.prepare.resample import resample_mask
@@ -92,9 +92,7 @@ def to_model_grid(
             x = torch.from_numpy(np.stack([resample_pattern(p, new) for p in flat])).reshape(lead + new).to(intensity.device)
     resampled = tuple(x.shape[-ndim:])
     target = (model_size,) * ndim
-    cropped = crop_to(x, tuple(min(b, t) for b, t in zip(resampled, target)))
-    out = pad_to(cropped, target)
-    return out, GridTransform(shape, resampled, target, (bin_factor,) * ndim, measured, model_os)
+    return fit_to(x, target), GridTransform(shape, resampled, target, (bin_factor,) * ndim, measured, model_os)
 
 
 def to_input_grid(obj: torch.Tensor, transform: GridTransform) -> torch.Tensor:
@@ -110,7 +108,7 @@ def to_input_grid(obj: torch.Tensor, transform: GridTransform) -> torch.Tensor:
     up = tuple(max(1, int(round(o * b / m))) for o, b, m in zip(out_shape, transform.resampled_shape, transform.model_shape))
     resampled = fourier_resample(obj, up, ndim)
     target = transform.input_shape
-    return pad_to(crop_to(resampled, tuple(min(r, t) for r, t in zip(up, target))), target)
+    return fit_to(resampled, target)
 
 
 def check_dimensionality(pattern_ndim: int, model_ndim: int, name: str) -> None:

@@ -19,23 +19,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from cdinn.physics.fourier import crop_to, pad_to
+from cdinn.physics.fourier import fit_to
 from cdinn.simulate.dataset import SimulatedDataset
 from cdinn.simulate.generators import KINDS, SimulationConfig, simulate_rows
 
 
-def fit(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre-crop or zero-pad every axis of ``x`` to ``size``."""
-    shape = tuple(min(n, size) for n in x.shape)
-    return pad_to(crop_to(x, shape), (size,) * x.ndim)
-
-
 def _item(row: dict[str, Any], input_size: int, output_size: int, centre: bool = True) -> dict[str, torch.Tensor]:
     item = {
-        "intensity": fit(torch.as_tensor(row["intensity"]).float(), input_size),
-        "amplitude": fit(torch.as_tensor(row["amplitude"]).float(), output_size),
-        "phase": fit(torch.as_tensor(row["phase"]).float(), output_size),
-        "support": fit(torch.as_tensor(row["support"]).float(), output_size),
+        key: fit_to(torch.as_tensor(row[key]).float(), (input_size if key == "intensity" else output_size,) * row[key].ndim)
+        for key in ("intensity", "amplitude", "phase", "support")
     }
     if centre and bool(item["support"].any()):
         # A pattern does not know where its object sits: a network can only learn targets

@@ -9,6 +9,7 @@ import math
 import torch
 
 from cdinn.errors import InputError
+from cdinn.physics.alignment import twin
 from cdinn.physics.farfield import FarField, predicted_object
 from cdinn.physics.metrics import pearson
 
@@ -40,11 +41,9 @@ class FourierLoss:
 
 
 def _twin_maps(amp: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Twin = conjugate + inversion through the array centre (index n//2 fixed for even n).
-    dims = tuple(range(1, amp.ndim))
-    shifts = tuple(1 - amp.shape[d] % 2 for d in dims)
-    flip = lambda t: torch.roll(torch.flip(t, dims), shifts, dims)  # noqa: E731
-    return flip(amp), -flip(phase)
+    # The one twin (conjugate + inversion through the array centre), split into maps.
+    t = twin(torch.polar(amp.float(), phase.float()), amp.ndim - 1)
+    return t.abs(), t.angle()
 
 
 def _wrapped(d: torch.Tensor) -> torch.Tensor:

@@ -57,3 +57,18 @@ def test_threshold_support_per_batch_item():
     a = torch.stack([torch.linspace(0, 1, 10), torch.linspace(0, 10, 10)])[:, :, None].expand(2, 10, 4)
     s = threshold_support(a, 0.5, ndim=2)
     assert torch.equal(s[0], s[1])
+
+
+def test_centre_on_support_is_circular_and_batched():
+    from cdinn.physics.support import centre_on_support
+
+    sup = torch.zeros(2, 16, 16, dtype=torch.bool)
+    sup[0, 0:3, 5:8] = True
+    sup[0, 15, 5:8] = True  # wraps around axis 0: circular centre at row 0.5
+    sup[1, 10:14, 2:4] = True
+    obj = sup.to(torch.complex64) * 2.0
+    out, out_sup = centre_on_support(obj, sup)
+    for b in range(2):
+        rows, cols = torch.nonzero(out_sup[b], as_tuple=True)
+        assert abs(float(rows.float().mean()) - 8) <= 0.5 and abs(float(cols.float().mean()) - 8) <= 0.5
+        assert torch.equal(out[b].abs() > 0, out_sup[b])

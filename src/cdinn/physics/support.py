@@ -112,3 +112,23 @@ def estimate_oversampling(intensity: ArrayLike, threshold: float = 0.1, ndim: in
         extent = float(occupied.max() - occupied.min() + 1) / 2.0
         ratios.append(support.shape[axis] / max(extent, 1.0))
     return tuple(ratios)
+
+
+def centre_on_support(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Roll each object ``(B, *spatial)`` and its support so that the support's circular
+    centre of mass lands on the array centre (the convention of every result)."""
+    shifts = []
+    for axis in range(1, obj.ndim):
+        n = obj.shape[axis]
+        other = tuple(a for a in range(1, obj.ndim) if a != axis)
+        weight = support.to(torch.float32).sum(dim=other) if other else support.to(torch.float32)
+        angles = torch.exp(2j * math.pi * torch.arange(n, device=obj.device) / n)
+        com = torch.angle((weight * angles).sum(dim=-1)) / (2 * math.pi) * n
+        shifts.append(((n // 2 - com).round().long() % n).tolist())
+    out_obj, out_sup = obj.clone(), support.clone()
+    dims = tuple(range(obj.ndim - 1))
+    for b in range(obj.shape[0]):
+        s = tuple(int(sh[b]) for sh in shifts)
+        out_obj[b] = torch.roll(obj[b], s, dims)
+        out_sup[b] = torch.roll(support[b], s, dims)
+    return out_obj, out_sup

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from skimage.measure import label
 
-from cdinn.physics.support import threshold_support
+from cdinn.physics.support import centre_on_support, threshold_support
 
 
 def clean_prediction(obj: torch.Tensor, threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,11 +28,7 @@ def clean_prediction(obj: torch.Tensor, threshold: float = 0.1) -> tuple[torch.T
         sizes = np.bincount(labels.ravel())[1:]
         support = labels == (1 + int(np.argmax(sizes)))
     sup = torch.from_numpy(support).to(obj.device)
-    idx = np.argwhere(support)
-    centre = idx.mean(axis=0) if len(idx) else np.array(obj.shape) // 2
-    shifts = tuple(int(round(n // 2 - c)) for n, c in zip(obj.shape, centre))
-    dims = tuple(range(obj.ndim))
-    out = torch.roll(obj * sup, shifts, dims)
-    sup = torch.roll(sup, shifts, dims)
+    out, sup = centre_on_support((obj * sup).unsqueeze(0), sup.unsqueeze(0))
+    out, sup = out[0], sup[0]
     mean_phase = torch.angle(out[sup].sum()) if bool(sup.any()) else torch.tensor(0.0)
     return out * torch.exp(-1j * mean_phase), sup

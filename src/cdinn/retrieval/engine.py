@@ -13,7 +13,7 @@ from cdinn.errors import InputError
 from cdinn.io.results import Result
 from cdinn.physics.alignment import align
 from cdinn.physics.fourier import as_tensor
-from cdinn.physics.support import autocorrelation_support
+from cdinn.physics.support import autocorrelation_support, centre_on_support
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, ITERATING, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
@@ -34,25 +34,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _centre(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Roll each object so that its support's (circular) centre of mass is at the array centre."""
-    shifts = []
-    for axis in range(1, obj.ndim):
-        n = obj.shape[axis]
-        other = tuple(a for a in range(1, obj.ndim) if a != axis)
-        weight = support.to(torch.float32).sum(dim=other) if other else support.to(torch.float32)
-        angles = torch.exp(2j * np.pi * torch.arange(n, device=obj.device) / n)
-        com = torch.angle((weight * angles).sum(dim=-1)) / (2 * np.pi) * n
-        shifts.append(((n // 2 - com).round().long() % n).tolist())
-    out_obj, out_sup = obj.clone(), support.clone()
-    for b in range(obj.shape[0]):
-        s = tuple(int(sh[b]) for sh in shifts)
-        dims = tuple(range(obj.ndim - 1))
-        out_obj[b] = torch.roll(obj[b], s, dims)
-        out_sup[b] = torch.roll(support[b], s, dims)
-    return out_obj, out_sup
 
 
 def phase_retrieval(
@@ -151,7 +132,7 @@ def phase_retrieval(
     _sync(dev)
     t_loop = time.perf_counter() - t0
 
-    objs, sups = _centre(torch.cat([s.objects() for s in states]), torch.cat([s.supports() for s in states]))
+    objs, sups = centre_on_support(torch.cat([s.objects() for s in states]), torch.cat([s.supports() for s in states]))
     order = torch.argsort(final_chi2).tolist()
     best = order[0]
     obj = objs[best].cpu().numpy()

@@ -28,6 +28,7 @@ from cdinn.io.atomic import atomic_path
 from cdinn.models import load_model
 from cdinn.models.registry import WEIGHTS_DIR
 from cdinn.physics import align, phase_error, ssim_amplitude, support_dice
+from cdinn.physics.fourier import fit_to
 from cdinn.physics.support import estimate_oversampling
 from cdinn.report import comparison_figure
 from cdinn.train.data import GeneratedPatterns, simulation_configs
@@ -140,9 +141,13 @@ def main() -> None:
 
     order = np.argsort([r["dice"] for r in rows["network"]])
     panels = []
+    # 2D polygons are small and centred in a 64² grid: show its central half, where they are.
+    def view(a: np.ndarray) -> np.ndarray:
+        return a if model.ndim == 3 else fit_to(torch.from_numpy(np.ascontiguousarray(a)), tuple(n // 2 for n in a.shape)).numpy()
+
     for tag, i in (("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])):
-        panels += [(f"{tag} truth", truths[i]),
-                   (f"{tag} network (Dice {rows['network'][i]['dice']:.2f})", align(pred[i], truths[i]).aligned)]
+        panels += [(f"{tag}: truth", view(truths[i])),
+                   (f"net, Dice {rows['network'][i]['dice']:.2f}", view(align(pred[i], truths[i]).aligned))]
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     comparison_figure(images / f"model_{args.name}.png", panels, title=f"{args.name}: held-out best / median / worst (network alone)")

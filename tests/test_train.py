@@ -290,6 +290,9 @@ def test_crafted_checkpoint_is_refused(tmp_path):
     cfg = write(tmp_path, TINY.format(epochs=1))
     assert main(["train", str(cfg), "--run-dir", str(run), "-q"]) == 2
     assert not (tmp_path / "pwned").exists()
+    # A plain checkpoint of another layout (e.g. the earlier per-epoch trainer) is refused too.
+    torch.save({"model": {}, "optimizer": {}, "state": {"epoch": 3}, "rng": torch.get_rng_state()}, run / "checkpoint.pt")
+    assert main(["train", str(cfg), "--run-dir", str(run), "-q"]) == 2
 
 
 def test_bad_configs_fail_in_one_line_and_leave_no_run_directory(tmp_path, capsys):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from cdinn.physics.fourier import forward, pad_to
-from cdinn.physics.metrics import chi2_amplitude
+from cdinn.physics.metrics import chi2_amplitude, pearson
 
 
 def predicted_object(outputs: dict[str, torch.Tensor], threshold: float | None = None) -> torch.Tensor:
@@ -60,9 +60,13 @@ class FarField:
         self.amplitude = normalised_amplitude(intensity, self.ndim, mask)
         self.weights = torch.ones_like(self.amplitude) if mask is None else (~mask.bool()).float().expand_as(self.amplitude)
 
+    def modulus(self, obj: torch.Tensor) -> torch.Tensor:
+        """``|F|`` of ``obj`` ``(B, *object)`` zero-padded to the pattern's shape (unscaled)."""
+        return forward(pad_to(obj, self.shape), self.ndim).abs()
+
     def predict(self, obj: torch.Tensor) -> torch.Tensor:
-        """Far-field amplitude of ``obj`` ``(B, *object)``, scaled by least squares onto the measured pixels."""
-        calc = forward(pad_to(obj, self.shape), self.ndim).abs()
+        """Far-field amplitude of ``obj``, scaled by least squares onto the measured pixels."""
+        calc = self.modulus(obj)
         dims = tuple(range(1, calc.ndim))
         w = self.weights
         scale = (w * calc * self.amplitude).sum(dim=dims) / (w * calc.square()).sum(dim=dims).clamp_min(1e-20)
@@ -74,7 +78,11 @@ class FarField:
         diff = (self.predict(obj) - self.amplitude).abs() * self.weights
         return diff.sum(dim=dims) / self.weights.sum(dim=dims).clamp_min(1.0)
 
-    def chi2(self, obj: torch.Tensor) -> torch.Tensor:
-        """Amplitude chi² over measured pixels, per pattern ``(B,)``: the project's one chi², differentiable."""
-        calc = forward(pad_to(obj, self.shape), self.ndim).abs()
-        return chi2_amplitude(calc, self.amplitude, self.weights, self.ndim)
+    def chi2(self, modulus: torch.Tensor) -> torch.Tensor:
+        """Amplitude chi² of a :meth:`modulus` over measured pixels, per pattern ``(B,)``: the
+        project's one chi² (scale-free), differentiable."""
+        return chi2_amplitude(modulus, self.amplitude, self.weights, self.ndim)
+
+    def pearson(self, modulus: torch.Tensor) -> torch.Tensor:
+        """Pearson correlation of a :meth:`modulus` with the measurement over measured pixels (scale-free)."""
+        return pearson(modulus * self.weights, self.amplitude * self.weights, self.ndim)

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from cdinn.models.base import CDIModel
 from cdinn.models.registry import build
 from cdinn.physics.farfield import FarField, predicted_object
-from cdinn.physics.metrics import pearson
 
 
 def weibull_beta(step: int, total: int, start: float = 1e4, end: float = 1.0, k: float = 1.0, lam: float = 0.5) -> float:
@@ -65,8 +64,6 @@ def fine_tune(
     batch_mask = None if mask is None else mask.unsqueeze(0)
     x = model.prepare(intensity.unsqueeze(0), batch_mask)
     physics = FarField(intensity.unsqueeze(0), batch_mask)
-    target = physics.amplitude * physics.weights
-    ndim = model.ndim
     rate = lr
     history: list[float] = []
     opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=rate)
@@ -76,10 +73,11 @@ def fine_tune(
                 rate *= 0.95
                 use_sgd = (step // switch_every) % 2 == 1
                 opt = torch.optim.SGD(net.parameters(), lr=rate, momentum=0.9) if use_sgd else torch.optim.Adam(net.parameters(), lr=rate)
-            obj = predicted_object(net(x))
+            # Pearson and chi² are both blind to the scale: one transform serves the two.
+            modulus = physics.modulus(predicted_object(net(x)))
             beta1 = weibull_beta(step, steps)
-            l3 = 1.0 - pearson(physics.predict(obj) * physics.weights, target, ndim)
-            l4 = physics.chi2(obj)
+            l3 = 1.0 - physics.pearson(modulus)
+            l4 = physics.chi2(modulus)
             loss = ((beta1 * l3 + l4) / (beta1 + 1.0)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

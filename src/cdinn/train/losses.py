@@ -11,7 +11,6 @@ import torch
 from cdinn.errors import InputError
 from cdinn.physics.alignment import twin
 from cdinn.physics.farfield import FarField, predicted_object
-from cdinn.physics.metrics import pearson
 
 
 class FourierLoss:
@@ -123,8 +122,7 @@ class TransferLearningLoss:
         phase_diff = (_wrapped(phase - phase_t) * inside).square().sum(dim=dims).sqrt()
         phase_err = phase_diff / (phase_t * inside).square().sum(dim=dims).sqrt().clamp_min(1e-6)
         physics = FarField(batch["intensity"], batch.get("mask"))
-        calc = physics.predict(predicted_object(outputs)) * physics.weights
-        corr = pearson(calc, physics.amplitude * physics.weights, ndim=len(dims))
+        corr = physics.pearson(physics.modulus(predicted_object(outputs)))
         return (rel(amp, amp_t) + phase_err + (1.0 - corr)) / 3.0
 
 

@@ -214,7 +214,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
         except RuntimeError:
             raise InputError(f"{ckpt_path}: the checkpoint does not fit this configuration's model") from None
         state = ckpt["state"]
-        state.setdefault("rows", _read_csv(run / "metrics.csv"))  # checkpoints that predate rows in the state
+        if not isinstance(state, dict) or not {"step", "key", "rows", "lr"} <= set(state):
+            raise InputError(f"{ckpt_path}: a checkpoint of an older cdinn trainer; resume it with that version or use a new run directory")
         _set_rng_state(ckpt["rng"])
         if state["key"] is not None:
             trainable, kind = state["key"]
@@ -385,13 +386,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: v if k == "optimizer" else int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def _tensorboard(run: Path):

@@ -52,6 +52,19 @@ def test_grid_round_trip_keeps_the_object():
     assert t2.resampled_shape == (32, 32) and float(binned.sum()) == pytest.approx(float(pattern.sum()), rel=1e-5)
 
 
+def test_binning_to_the_model_grid_is_the_mask_aware_one():
+    pattern = torch.ones(33, 33)
+    pattern[16, 16] = 100.0  # the centre of a 33-pixel axis (index n // 2)
+    mask = torch.zeros(33, 33, dtype=torch.bool)
+    mask[2, 2] = True  # a dead pixel: its block is rescaled from the three measured ones
+    pattern[2, 2] = 0.0
+    binned, transform = to_model_grid(pattern, 16, bin_factor=2, mask=mask)
+    # The odd pixel is dropped from both ends alike, so the peak stays at the centre index.
+    assert binned.shape == (16, 16) and tuple(np.unravel_index(int(binned.argmax()), (16, 16))) == (8, 8)
+    assert float(binned[8, 8]) == 103.0 and torch.allclose(binned[:8, :8], torch.full((8, 8), 4.0))
+    assert not bool(mask_to_model_grid(mask, transform).any())  # three of four measured: the block is good
+
+
 @pytest.mark.parametrize("refine", ["er:30", "AD**40", "ER**10*HIO**20", "TL**15", "ER**10 * AD**10 * ER**5"])
 def test_each_refinement_lowers_chi2_from_the_prediction(tiny2d, crystal, refine):
     _, pattern = crystal

@@ -9,7 +9,7 @@ from cdinn.errors import InputError
 from cdinn.io import read_pattern
 from cdinn.io.scan import load_scan, parse_roi, read_spec
 from cdinn.physics import estimate_oversampling
-from cdinn.prepare import block_dct_resample, bin_pattern, fft_friendly, find_centre, fourier_resample, prepare_pattern, read_geometry
+from cdinn.prepare import block_dct_resample, bin_pattern, fft_friendly, find_centre, prepare_pattern, resample_pattern, read_geometry
 from cdinn.simulate import faceted_crystal, simulate_pattern
 
 SCAN54 = "aps-34idc-au111-scan54"
@@ -45,7 +45,7 @@ def test_preparation_keeps_the_oversampling_it_claims(pattern3d, target, method)
 def test_block_dct_resampling_keeps_counts_and_matches_fourier(pattern3d):
     region = pattern3d[:, :, :]
     dct = block_dct_resample(region, (64, 64, 64))  # 12 measured pixels per block of 8
-    ref = fourier_resample(region, (64, 64, 64))
+    ref = resample_pattern(region, (64, 64, 64))
     assert dct.sum() == pytest.approx(region.sum(), rel=1e-5) and dct.min() >= 0
     assert np.allclose(estimate_oversampling(dct), np.asarray(estimate_oversampling(region)) / 1.5, rtol=0.05)
     centre = (slice(24, 40),) * 3

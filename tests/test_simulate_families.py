@@ -10,7 +10,7 @@ from scipy.special import beta
 from cdinn.physics import intensity
 from cdinn.simulate import (
     SimulationConfig,
-    fourier_resample,
+    shrink_sample,
     polygon_object,
     random_symmetry,
     simulate_rows,
@@ -129,13 +129,13 @@ def test_random_symmetry_keeps_the_centre_and_the_pattern_up_to_symmetry():
         assert np.allclose(i_s, i_t, rtol=1e-4, atol=1e-6 * i_s.max())
 
 
-def test_fourier_resample_shrinks_the_object_and_keeps_the_phase_unwrapped():
+def test_shrink_sample_shrinks_the_object_and_keeps_the_phase_unwrapped():
     n = 32
     x = np.indices((n, n)) - n // 2
     support = (np.abs(x[0]) < 12) & (np.abs(x[1]) < 12)
     phase = np.where(support, 3.0 * x[1] / 12, 0.0)  # a ramp spanning nearly -3..3 rad
     s = Sample(support.astype(np.float32), phase.astype(np.float32), support)
-    r = fourier_resample(s, 0.5)
+    r = shrink_sample(s, 0.5)
     assert r.amplitude.max() == pytest.approx(1.0) and r.amplitude.min() >= 0
     assert r.support.sum() == pytest.approx(support.sum() / 4, rel=0.15)
     inside = r.phase[r.support]
@@ -143,7 +143,7 @@ def test_fourier_resample_shrinks_the_object_and_keeps_the_phase_unwrapped():
     steps = np.diff(np.where(r.support, r.phase, np.nan), axis=1)
     assert np.nanmax(np.abs(steps)) < 1.0  # no 2 pi jump anywhere inside
     with pytest.raises(ValueError):
-        fourier_resample(s, 1.5)
+        shrink_sample(s, 1.5)
 
 
 def test_bad_configurations_raise():

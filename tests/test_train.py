@@ -295,6 +295,19 @@ def test_crafted_checkpoint_is_refused(tmp_path):
     assert main(["train", str(cfg), "--run-dir", str(run), "-q"]) == 2
 
 
+def test_training_starts_from_init_weights(tmp_path):
+    first = tmp_path / "first"
+    train(load_config(write(tmp_path, TINY.format(epochs=1))), first, progress=False)
+    text = TINY.format(epochs=1).replace("epochs = 1", f'epochs = 1\ninit = "{first}"').replace("seed = 3", "seed = 4")
+    cfg = load_config(write(tmp_path, text, "warm.toml"))
+    # A warm start with zero learning rate keeps the initial weights exactly.
+    cfg.lr = 1e-30
+    train(cfg, tmp_path / "warm", progress=False)
+    start, end = load_model(first).state_dict(), load_model(tmp_path / "warm").state_dict()
+    weights = [k for k in start if start[k].is_floating_point() and "running" not in k]
+    assert weights and all(torch.allclose(start[k], end[k], atol=1e-6) for k in weights)
+
+
 def test_bad_configs_fail_in_one_line_and_leave_no_run_directory(tmp_path, capsys):
     cases = {
         "loss": TINY.format(epochs=1).replace('name = "fourier"', 'name = "wasserstein"'),
@@ -302,6 +315,8 @@ def test_bad_configs_fail_in_one_line_and_leave_no_run_directory(tmp_path, capsy
         "module": TINY.format(epochs=1).replace("epochs = 1", 'stages = [{ epochs = 1, trainable = ["nope"] }]'),
         "type": TINY.format(epochs=1).replace("batch_size = 8", 'batch_size = "8"'),
         "family": TINY.format(epochs=1).replace("width = 4", "depth = 4"),
+        "init": TINY.format(epochs=1).replace("epochs = 1", 'epochs = 1\ninit = "no-such-model"'),
+        "init-mismatch": TINY.format(epochs=1).replace("epochs = 1", 'epochs = 1\ninit = "cdinn2d"'),
     }
     for name, text in cases.items():
         run = tmp_path / f"run-{name}"

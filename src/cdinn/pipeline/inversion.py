@@ -73,7 +73,7 @@ def predict(model: CDIModel, patterns: torch.Tensor, bin_factor: int = 1,
     Returns the raw complex predictions on the model's output grid and the grid transform.
     """
     check_dimensionality(patterns.ndim - 1, model.ndim, model.family)
-    on_grid, transform = to_model_grid(patterns, model.input_size, bin_factor, ndim=model.ndim, oversampling=model_oversampling(model))
+    on_grid, transform = to_model_grid(patterns, model.input_size, bin_factor, ndim=model.ndim, oversampling=model_oversampling(model), mask=masks)
     device = next(model.parameters()).device
     grid_mask = None if masks is None else mask_to_model_grid(masks, transform).to(device)
     return model.predict(on_grid.to(device), grid_mask), transform
@@ -100,7 +100,8 @@ class NetworkRefiner:
     def __init__(self, model: CDIModel, measurement: Measurement, transform: GridTransform, bin_factor: int,
                  threshold: float, dilation: int, seed: int):
         self.model, self.transform, self.threshold, self.dilation, self.seed = model, transform, threshold, dilation, seed
-        self.on_grid, _ = to_model_grid(measurement.intensity, model.input_size, bin_factor, oversampling=model_oversampling(model))
+        self.on_grid, _ = to_model_grid(measurement.intensity, model.input_size, bin_factor, oversampling=model_oversampling(model),
+                                      mask=measurement.mask)
         self.mask = None if measurement.mask is None else mask_to_model_grid(measurement.mask, transform)
 
     def refine(self, state: State, step: Step, count: int) -> None:

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cdinn.models.base import CDIModel
+from cdinn.models.optim import SWITCH_DECAY, alternation, make_optimizer
 from cdinn.models.registry import build
 from cdinn.physics.farfield import FarField, predicted_object
 
@@ -64,15 +65,13 @@ def fine_tune(
     batch_mask = None if mask is None else mask.unsqueeze(0)
     x = model.prepare(intensity.unsqueeze(0), batch_mask)
     physics = FarField(intensity.unsqueeze(0), batch_mask)
-    rate = lr
     history: list[float] = []
-    opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=rate)
+    opt = make_optimizer("adam", net.parameters(), lr)
     with torch.enable_grad():  # also when called from inside a no-grad recipe run
         for step in tqdm(range(steps), desc="network refinement", disable=not progress, leave=False):
             if step and step % switch_every == 0:
-                rate *= 0.95
-                use_sgd = (step // switch_every) % 2 == 1
-                opt = torch.optim.SGD(net.parameters(), lr=rate, momentum=0.9) if use_sgd else torch.optim.Adam(net.parameters(), lr=rate)
+                kind, switches = alternation(step, switch_every)
+                opt = make_optimizer(kind, net.parameters(), lr * SWITCH_DECAY**switches)
             # Pearson and chi² are both blind to the scale: one transform serves the two.
             modulus = physics.modulus(predicted_object(net(x)))
             beta1 = weibull_beta(step, steps)

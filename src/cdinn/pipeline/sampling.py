@@ -20,8 +20,7 @@ import numpy as np
 from cdinn.errors import InputError
 from cdinn.physics.fourier import crop_to, fit_to, fourier_resample, pad_to
 from cdinn.physics.support import estimate_oversampling
-from cdinn.prepare.resample import fourier_resample as resample_pattern
-from cdinn.prepare.resample import resample_mask
+from cdinn.prepare.resample import bin_pattern, resample_mask, resample_pattern
 
 
 @dataclass
@@ -57,6 +56,7 @@ def to_model_grid(
     bin_factor: int = 1,
     ndim: int | None = None,
     oversampling: tuple[float, float] | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, GridTransform]:
     """Bin, resample to the model's oversampling, then centre-crop (or zero-pad) to ``model_size``.
 
@@ -65,21 +65,20 @@ def to_model_grid(
     intensity : tensor ``(*spatial)`` or ``(B, *spatial)`` (a batch shares one transform,
         estimated on its summed pattern)
     model_size : the network's input size per axis
-    bin_factor : integer binning applied first (sums counts)
+    bin_factor : integer binning applied first (:func:`cdinn.prepare.bin_pattern`: sums counts,
+        partly masked blocks rescaled)
     ndim : number of spatial axes (default: all axes of ``intensity``)
     oversampling : ``(lo, hi)`` the model was trained on (its card's ``oversampling_range``);
         an axis whose estimated oversampling lies outside is Fourier-resampled to the nearest
         bound (counts kept). ``None``: no resampling.
+    mask : non-zero where a pixel was not measured, shaped like ``intensity`` (or its spatial
+        axes); only used by the binning. :func:`mask_to_model_grid` carries the mask itself.
     """
     ndim = intensity.ndim if ndim is None else ndim
     shape = tuple(intensity.shape[-ndim:])
     x = intensity
     if bin_factor > 1:
-        usable = tuple(n // bin_factor * bin_factor for n in shape)
-        x = crop_to(x, usable)
-        lead = x.shape[:-ndim]
-        view = lead + sum(((n // bin_factor, bin_factor) for n in usable), ())
-        x = x.reshape(view).sum(dim=tuple(range(len(lead) + 1, len(view), 2)))
+        x = torch.from_numpy(_binned(x, mask, bin_factor, ndim)[0]).to(intensity.device)
     measured = model_os = None
     if oversampling is not None:
         lead = x.shape[:-ndim]
@@ -111,6 +110,16 @@ def to_input_grid(obj: torch.Tensor, transform: GridTransform) -> torch.Tensor:
     return fit_to(resampled, target)
 
 
+def _binned(x: torch.Tensor, mask: torch.Tensor | None, factor: int, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cdinn.prepare.bin_pattern` over the leading (batch) axes of ``x``."""
+    lead = tuple(x.shape[:-ndim])
+    flat = x.reshape((-1,) + tuple(x.shape[-ndim:])).cpu().numpy()
+    masks = [None] * len(flat) if mask is None else np.broadcast_to(mask.to(torch.bool).cpu().numpy(), x.shape).reshape(flat.shape)
+    pairs = [bin_pattern(p, m, (factor,) * ndim) for p, m in zip(flat, masks)]
+    data, masks = (np.stack(parts) for parts in zip(*pairs))
+    return data.reshape(lead + data.shape[1:]), masks.reshape(lead + masks.shape[1:])
+
+
 def check_dimensionality(pattern_ndim: int, model_ndim: int, name: str) -> None:
     """A 2D model cannot invert a 3D pattern and vice versa."""
     if pattern_ndim != model_ndim:
@@ -128,12 +137,11 @@ def mask_to_model_grid(mask: torch.Tensor, transform: GridTransform) -> torch.Te
     lead = m.shape[:-ndim]
     flat = m.reshape((-1,) + tuple(m.shape[-ndim:])).cpu().numpy()
     binning = transform.bin[0]
+    if binning > 1:
+        binned = _binned(m, m, binning, ndim)[1]
+        flat = binned.reshape((-1,) + binned.shape[-ndim:])
     out = []
     for one in flat:
-        if binning > 1:
-            usable = tuple(n // binning * binning for n in one.shape)
-            one = crop_to(torch.from_numpy(one), usable).numpy()
-            one = one.reshape(sum(((n // binning, binning) for n in usable), ())).any(axis=tuple(range(1, 2 * ndim, 2)))
         if tuple(one.shape) != transform.resampled_shape:
             factors = [a / b for a, b in zip(one.shape, transform.resampled_shape)]
             one = resample_mask(one, factors, transform.resampled_shape)

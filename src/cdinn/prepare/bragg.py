@@ -21,7 +21,7 @@ from cdinn.errors import InputError
 from cdinn.io.scan import SpecScan
 from cdinn.physics import estimate_oversampling, fill_masked, pad_to
 from cdinn.physics.geometry import DIFFRACTOMETERS, BraggGeometry
-from cdinn.prepare.resample import METHODS, block_dct_resample, dct_blocks, fourier_resample, resample_mask
+from cdinn.prepare.resample import METHODS, bin_pattern, block_dct_resample, dct_blocks, resample_mask, resample_pattern
 
 CENTRES = ("auto", "max", "com", "friedel")
 
@@ -36,30 +36,6 @@ def fft_friendly(n: int) -> int:
         if k == 1:
             return m
     raise InputError(f"no FFT-friendly size <= {n}")
-
-
-def bin_pattern(data: np.ndarray, mask: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Sum ``factors`` pixels per axis into one; partly masked blocks are rescaled to full counts.
-
-    A block is masked when less than half of it was measured. Trailing pixels that do not fill
-    a block are dropped.
-    """
-    f = tuple(int(b) for b in factors)
-    if len(f) != data.ndim or min(f) < 1:
-        raise InputError(f"binning {factors}: need {data.ndim} positive integers")
-    if all(b == 1 for b in f):
-        return data, mask
-    shape = tuple(n // b for n, b in zip(data.shape, f))
-    if min(shape) < 4:
-        raise InputError(f"binning {f} leaves a pattern of shape {shape}")
-    cut = tuple(slice(0, n * b) for n, b in zip(shape, f))
-    blocks = tuple(x for n, b in zip(shape, f) for x in (n, b))
-    axes = tuple(range(1, 2 * len(f), 2))
-    good = (~mask[cut]).reshape(blocks).sum(axis=axes)
-    counts = np.where(mask, 0, data)[cut].reshape(blocks).sum(axis=axes)
-    full = int(np.prod(f))
-    binned = np.where(good > 0, counts * full / np.maximum(good, 1), 0.0)
-    return binned.astype(np.float32), good < full / 2
 
 
 def find_centre(data: np.ndarray, mask: np.ndarray | None = None, method: str = "max") -> tuple[int, ...]:
@@ -226,7 +202,7 @@ def prepare_pattern(
         notes.append(f"padded {tuple(used)} measured pixels to {tuple(out_shape)}; the padding is masked")
         factors = [1.0] * ndim
     else:
-        resample = block_dct_resample if dct else fourier_resample
+        resample = block_dct_resample if dct else resample_pattern
         intensity = resample(_filled(region, region_mask), out_shape)
         out_mask = resample_mask(region_mask, factors, out_shape)
     intensity[out_mask] = 0

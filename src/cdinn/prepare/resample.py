@@ -30,11 +30,49 @@ METHODS = ("fourier", "dct")
 DCT_BLOCK = 8  # output pixels per block and axis, as in JPEG-domain resizing
 
 
-def fourier_resample(intensity: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def resample_pattern(intensity: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Resample a centred pattern to ``shape`` pixels over the same reciprocal-space range (``fourier``)."""
     pattern = torch.from_numpy(np.ascontiguousarray(intensity, dtype=np.float32))
     out = band_limited(pattern, shape, reciprocal=True).real.clamp_min(0).numpy()
     return _keep_total(out, intensity)
+
+
+def bin_pattern(data: np.ndarray, mask: np.ndarray | None, factors: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``factors`` pixels per axis into one: the project's one binning, mask-aware.
+
+    Partly masked blocks are rescaled to full counts (the measured pixels' mean times the
+    block size); a block is masked when less than half of it was measured. Pixels that do not
+    fill a block are dropped evenly from both ends, so that a pattern centred at index
+    ``n // 2`` stays centred (the convention of :func:`cdinn.physics.fourier.crop_to`).
+
+    Parameters
+    ----------
+    data : pattern (counts)
+    mask : True where a pixel was not measured, or None (all measured)
+    factors : integer binning per axis
+
+    Returns
+    -------
+    (binned float32 counts, binned mask)
+    """
+    data = np.asarray(data)
+    mask = np.zeros(data.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    f = tuple(int(b) for b in factors)
+    if len(f) != data.ndim or min(f) < 1:
+        raise InputError(f"binning {tuple(factors)}: need {data.ndim} positive integers")
+    if all(b == 1 for b in f):
+        return data, mask
+    shape = tuple(n // b for n, b in zip(data.shape, f))
+    if min(shape) < 4:
+        raise InputError(f"binning {f} of a pattern of shape {data.shape} leaves shape {shape}; use a smaller --bin")
+    cut = tuple(slice(n // 2 - k * b // 2, n // 2 - k * b // 2 + k * b) for n, k, b in zip(data.shape, shape, f))
+    blocks = tuple(x for n, b in zip(shape, f) for x in (n, b))
+    axes = tuple(range(1, 2 * len(f), 2))
+    good = (~mask[cut]).reshape(blocks).sum(axis=axes)
+    counts = np.where(mask, 0, data)[cut].reshape(blocks).sum(axis=axes)
+    full = int(np.prod(f))
+    binned = np.where(good > 0, counts * full / np.maximum(good, 1), 0.0)
+    return binned.astype(np.float32), good < full / 2
 
 
 def dct_blocks(n: int) -> int:

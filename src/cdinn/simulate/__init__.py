@@ -1,7 +1,7 @@
 """Object generators, simulated diffraction patterns and sharded training sets."""
 
 from cdinn.simulate.atomistic import atomistic_object, gold_crystal
-from cdinn.simulate.augment import fourier_resample, random_symmetry
+from cdinn.simulate.augment import random_symmetry, shrink_sample
 from cdinn.simulate.crystal import faceted_crystal, simulate_pattern
 from cdinn.simulate.dataset import SimulatedDataset, write_dataset
 from cdinn.simulate.generators import KINDS, SimulationConfig, simulate_rows
@@ -16,7 +16,7 @@ __all__ = [
     "SimulationConfig",
     "atomistic_object",
     "faceted_crystal",
-    "fourier_resample",
+    "shrink_sample",
     "gold_crystal",
     "polygon_object",
     "random_symmetry",

@@ -34,7 +34,7 @@ def random_symmetry(sample: Sample, rng: np.random.Generator) -> Sample:
     return Sample(op(sample.amplitude), op(sample.phase), op(sample.support), params)
 
 
-def fourier_resample(sample: Sample, factor: float) -> Sample:
+def shrink_sample(sample: Sample, factor: float) -> Sample:
     """Shrink the object by ``factor`` (<= 1) by Fourier resampling, keeping its grid size.
 
     The object's spectrum is cropped to ``round(n * factor)`` pixels per axis and transformed

@@ -14,7 +14,7 @@ import torch
 from cdinn.physics.fourier import intensity, pad_to
 from cdinn.physics.noise import poisson_noise
 from cdinn.simulate.atomistic import atomistic_object, check_cells
-from cdinn.simulate.augment import fourier_resample, random_symmetry
+from cdinn.simulate.augment import random_symmetry, shrink_sample
 from cdinn.simulate.crystal import faceted_crystal
 from cdinn.simulate.polygons import polygon_object
 from cdinn.simulate.sample import Sample
@@ -154,7 +154,7 @@ def simulate_rows(config: SimulationConfig, index: int) -> list[dict[str, np.nda
         if config.augment:
             sample = random_symmetry(sample, np.random.default_rng(sym_seed))
         if factor is not None:
-            sample = fourier_resample(sample, factor)
+            sample = shrink_sample(sample, factor)
         pattern = intensity(pad_to(torch.from_numpy(sample.object), config.pattern_shape))
         params = dict(sample.params, photons=float("nan"))
         if config.photons is not None:

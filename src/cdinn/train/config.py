@@ -32,6 +32,9 @@ class TrainConfig:
     clip_grad : maximum gradient norm (0 = no clipping)
     stages : sequential training (3D-CDI-NN): list of ``{epochs, trainable}``; ``trainable``
         names top-level sub-modules, empty for all. Without stages, all train for ``epochs``.
+    init : weights to start from instead of a random initialisation: a shipped model's name,
+        a ``.pt`` file or a run directory (``cdinn models`` lists names); its architecture must
+        match ``model`` and ``arguments``. Used for warm restarts and fine-tuning.
     """
 
     model: str
@@ -49,6 +52,7 @@ class TrainConfig:
     stages: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     description: str = ""
+    init: str = ""
 
     @property
     def total_epochs(self) -> int:
@@ -98,7 +102,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 _TYPES = {"model": str, "arguments": dict, "data": dict, "loss": list, "optimizer": str, "lr": (int, float),
           "switch_every": int, "scheduler": str, "warmup_steps": int, "clip_grad": (int, float), "epochs": int,
-          "batch_size": int, "stages": list, "seed": int, "description": str}
+          "batch_size": int, "stages": list, "seed": int, "description": str, "init": str}
 
 
 def _check_types(p: Path, cfg: TrainConfig) -> None:

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 import cdinn
 from cdinn.errors import InputError
 from cdinn.io.atomic import atomic_path
-from cdinn.models.registry import build
+from cdinn.models.optim import SWITCH_DECAY, alternation, make_optimizer
+from cdinn.models.registry import build, load_model
 from cdinn.train.config import TrainConfig
 from cdinn.train.data import GeneratedPatterns, ShardPatterns, simulation_configs
 from cdinn.train.losses import CompositeLoss, build_loss
@@ -75,17 +76,21 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
-def _make_optimizer(kind: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+def _initialise(model: torch.nn.Module, source: str) -> None:
+    """Start from the weights of ``source`` (shipped name, ``.pt`` or run directory)."""
+    start = load_model(source)
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError:
+        raise InputError(f"init {source!r}: its weights do not fit this configuration's model "
+                         f"({start.card.get('family')} {start.card.get('arguments')})") from None
 
 
 def optimizer_kind(cfg: TrainConfig, epoch: int) -> str:
     """Adam or SGD at ``epoch``; ``adam-sgd`` alternates every ``switch_every`` epochs."""
     if cfg.optimizer != "adam-sgd":
         return cfg.optimizer
-    return "adam" if (epoch // cfg.switch_every) % 2 == 0 else "sgd"
+    return alternation(epoch, cfg.switch_every)[0]
 
 
 def _set_trainable(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Parameter]:
@@ -219,10 +224,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
         _set_rng_state(ckpt["rng"])
         if state["key"] is not None:
             trainable, kind = state["key"]
-            optimizer = _make_optimizer(kind, _set_trainable(model, list(trainable)), state["lr"])
+            optimizer = make_optimizer(kind, _set_trainable(model, list(trainable)), state["lr"])
             optimizer.load_state_dict(ckpt["optimizer"])
-    elif rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
+    else:
+        if cfg.init:
+            _initialise(model, cfg.init)
+        if rank == 0:
+            run.mkdir(parents=True, exist_ok=True)
 
     net = DistributedDataParallel(model) if world > 1 else model
     autocast = dev.type == "cuda"  # bf16 for the network only; losses run in fp32
@@ -248,8 +256,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
         key = [list(stage.get("trainable", [])), kind]
         if key != state["key"]:
             if state["key"] is not None and state["key"][1] != kind:
-                state["lr"] *= 0.95
-            optimizer = _make_optimizer(kind, _set_trainable(model, key[0]), state["lr"])
+                state["lr"] *= SWITCH_DECAY
+            optimizer = make_optimizer(kind, _set_trainable(model, key[0]), state["lr"])
             state["key"] = key
         base_sampler.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=per_rank, num_workers=n_workers, drop_last=True,

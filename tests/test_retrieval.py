@@ -95,7 +95,39 @@ def test_initial_guess_from_the_truth_stays_at_the_truth(crystal2d):
 def test_averaging_best_starts(crystal2d):
     pattern = simulate_pattern(crystal2d, photons=1e7, seed=2).numpy()
     r = phase_retrieval(pattern, "AVG**10 * ER**40 * (SUP * ER**10 * HIO**50)**3", starts=4, average_best=2, seed=0, progress=False)
+    done = r.provenance["averaging"]
     assert r.provenance["average_best"] == 2 and r.chi2 < 0.05
+    # Never worse than the best start by more than the stated margin.
+    assert r.chi2 <= (1 + done["margin"]) * float(r.extras["chi2_starts"].min()) + 1e-7
+
+
+def test_average_of_agreeing_starts_beats_each_and_of_disagreeing_ones_is_refused(crystal2d):
+    from cdinn.retrieval.engine import average_starts
+    from cdinn.retrieval.state import Measurement
+
+    truth = crystal2d
+    measurement = Measurement(intensity(truth))
+    support = truth.abs() > 0
+    gen = torch.Generator().manual_seed(0)
+    # Three estimates of the same solution, each with its own noise, global phase and shift.
+    noisy = []
+    for k in range(3):
+        noise = torch.complex(torch.randn(truth.shape, generator=gen), torch.randn(truth.shape, generator=gen))
+        one = (truth + 0.03 * noise * support) * np.exp(1j * (0.7 * k))
+        noisy.append(torch.roll(one, (k, -k), (0, 1)).to(torch.complex64))
+    chi2 = [float(measurement.chi2(o.unsqueeze(0))[0]) for o in noisy]
+    done = average_starts(measurement, noisy, chi2)
+    assert done["used"] == 3 and not done["note"] and min(done["correlation"]) > 0.99
+    err = lambda x: float(np.linalg.norm(align(x, truth).aligned - truth.numpy()))  # noqa: E731
+    assert err(done["object"]) < 0.7 * min(err(o) for o in noisy)  # noise averages out
+    assert done["chi2"] < min(chi2)
+    # Two different solutions (the second's phase flipped in one half) do not average.
+    other = truth.clone()
+    other[: truth.shape[0] // 2] *= -1
+    pair = [truth.to(torch.complex64), other.to(torch.complex64)]
+    refused = average_starts(measurement, pair, [1e-3, 1e-3])
+    assert refused["used"] == 1 and "different solutions" in refused["note"]
+    assert np.array_equal(refused["object"], truth.numpy().astype(np.complex128))
 
 
 def test_mask_leaves_missing_data_free(crystal2d):

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pattern_arguments(p, seed_help="seed of the random starts")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="schedule in the recipe language (see below)")
     p.add_argument("--starts", type=int, default=1, help="random starts, the best kept by chi² (default 1; one batch on a GPU, one after another on a CPU)")
-    p.add_argument("--average", type=int, default=1, metavar="K", help="align and average the K best starts")
+    p.add_argument("--average", type=int, default=1, metavar="K", help="average the K best starts after aligning them: those within 10 %% of the best chi² that "
+                   "found the same solution (correlation >= 0.98); otherwise the best start is kept and the reason printed")
     p.add_argument("--support", help="initial support file (non-zero inside; default: from the autocorrelation)")
     p.set_defaults(run=run)
 
@@ -105,5 +106,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"cdinn phase: error: {exc}", file=sys.stderr)
             continue
         t = result.provenance["timings"]["total_s"]
-        print(f"{source}: chi2 {result.chi2:.4g}  ({result.provenance['iterations']} it, {args.starts} start(s), {t:.2f} s) -> {dest}")
+        averaging = result.provenance.get("averaging") or {}
+        averaged = f", {averaging['used']} averaged" if averaging.get("used", 1) > 1 else ""
+        print(f"{source}: chi2 {result.chi2:.4g}  ({result.provenance['iterations']} it, {args.starts} start(s){averaged}, "
+              f"{t:.2f} s) -> {dest}")
+        if averaging.get("note"):
+            print(f"  --average: {averaging['note']}")
     return 2 if failures else 0

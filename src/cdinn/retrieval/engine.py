@@ -31,6 +31,68 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+AVERAGE_TOLERANCE = 0.10
+"""Starts whose chi² is within this fraction of the best start's are candidates for the average."""
+AVERAGE_MIN_CORRELATION = 0.98
+"""... and only those that, once aligned, correlate this well with the best (the same solution)."""
+AVERAGE_MARGIN = 0.50
+"""The average replaces the best start only when its chi² is within this fraction above the best's."""
+
+
+def average_starts(measurement: Measurement, objects: Sequence[torch.Tensor], chi2: Sequence[float]) -> dict:
+    """Align and average the starts that found the same solution; otherwise keep the best alone.
+
+    Each start is aligned on the best one (integer and sub-pixel translation, twin, global
+    phase: :func:`cdinn.physics.align`). A linear phase ramp is not removed: the measured
+    pattern fixes it (a ramp is a shift of the pattern, so removing one would raise chi²).
+    Averaged are the starts with chi² at most ``(1 + AVERAGE_TOLERANCE)`` times the best whose
+    aligned correlation with the best is at least :data:`AVERAGE_MIN_CORRELATION`: starts that
+    converged to different solutions average to a blurred object that no longer fits.
+
+    The average of agreeing starts has a somewhat higher chi² than the best start, and is
+    nevertheless closer to the truth: each start also fits part of the noise (on simulated
+    crystals at 1e7 photons the best start's chi² is 15 % below the true object's) and the
+    average removes that part (``benchmarks/results/retrieval.md``, section ``average``).
+    The average is kept when its chi² is at most ``(1 + AVERAGE_MARGIN)`` times the best's;
+    else the best start is kept and the reason recorded.
+
+    Parameters
+    ----------
+    measurement : the pattern the starts were fitted to
+    objects : complex objects ``(*spatial)``, best (lowest chi²) first
+    chi2 : their chi², same order
+
+    Returns
+    -------
+    dict
+        ``object`` (numpy, the average or the best start), ``used`` (starts averaged; 1 when
+        the best was kept), ``chi2`` (of the returned object), ``chi2_average`` (of the
+        average, also when rejected; None when nothing could be averaged), ``correlation``
+        (each candidate's correlation with the best after alignment), ``note`` (why the best
+        was kept, or empty).
+    """
+    best = objects[0].cpu().numpy().astype(np.complex128)
+    close = [i for i, c in enumerate(chi2) if c <= (1 + AVERAGE_TOLERANCE) * chi2[0]]
+    aligned = [align(objects[i].cpu().numpy(), best) for i in close[1:]]
+    agreeing = [a for a in aligned if a.correlation >= AVERAGE_MIN_CORRELATION]
+    report = {"candidates": len(objects), "tolerance": AVERAGE_TOLERANCE, "min_correlation": AVERAGE_MIN_CORRELATION,
+              "margin": AVERAGE_MARGIN, "correlation": [round(a.correlation, 4) for a in aligned], "chi2_best": float(chi2[0])}
+    kept = dict(report, object=best, used=1, chi2=float(chi2[0]), chi2_average=None)
+    if not aligned:
+        return dict(kept, note=f"no other start within {AVERAGE_TOLERANCE:.0%} of the best chi² {chi2[0]:.4g}; kept the best start")
+    if not agreeing:
+        return dict(kept, note=(f"the starts converged to different solutions (correlation with the best after alignment "
+                                f"{min(a.correlation for a in aligned):.3f}-{max(a.correlation for a in aligned):.3f}, "
+                                f"below {AVERAGE_MIN_CORRELATION}); kept the best start"))
+    average = np.mean([best] + [a.aligned for a in agreeing], axis=0)
+    chi2_avg = float(measurement.chi2(torch.from_numpy(average.astype(np.complex64)).to(measurement.device).unsqueeze(0))[0])
+    if chi2_avg > (1 + AVERAGE_MARGIN) * chi2[0]:
+        return dict(kept, chi2_average=chi2_avg, note=(f"the average of {len(agreeing) + 1} starts has chi² {chi2_avg:.4g}, "
+                                                       f"more than {AVERAGE_MARGIN:.0%} above the best start's {chi2[0]:.4g}; "
+                                                       "kept the best start"))
+    return dict(report, object=average, used=len(agreeing) + 1, chi2=chi2_avg, chi2_average=chi2_avg, note="")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -67,8 +129,9 @@ def phase_retrieval(
     initial : complex array, optional
         Initial object (e.g. a network prediction), centred. Excludes ``starts > 1``.
     average_best : int
-        Align (translation, twin, global phase) and average the ``average_best`` starts of
-        lowest chi²; 1 keeps the best start alone.
+        Consider the ``average_best`` starts of lowest chi² for averaging (:func:`average_starts`:
+        aligned; those within a chi² tolerance of the best that found the same solution);
+        1 keeps the best start alone. ``provenance['averaging']`` records what was done.
     device : str or torch.device
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
     seed : int, optional
@@ -138,11 +201,16 @@ def phase_retrieval(
     obj = objs[best].cpu().numpy()
     support_out = sups[best].cpu().numpy()
     chi2_out = float(final_chi2[best])
+    averaging = None
     if average_best > 1:
-        kept = [obj.astype(np.complex128)] + [align(objs[i].cpu().numpy(), obj).aligned for i in order[1:average_best]]
-        obj = np.mean(kept, axis=0)
-        support_out = (np.abs(obj) > 0) & support_out
-        chi2_out = float(measurement.chi2(torch.from_numpy(obj.astype(np.complex64)).to(dev).unsqueeze(0))[0])
+        candidates = [objs[i] for i in order[:average_best]]
+        averaging = average_starts(measurement, candidates, final_chi2[order[:average_best]].tolist())
+        if averaging["used"] > 1:
+            obj = averaging.pop("object")
+            support_out = (np.abs(obj) > 0) & support_out
+            chi2_out = averaging["chi2"]
+        else:
+            averaging.pop("object")
 
     total = time.perf_counter() - t0
     provenance = {
@@ -151,6 +219,7 @@ def phase_retrieval(
         "iterations": n_iter,
         "starts": starts,
         "average_best": average_best,
+        "averaging": averaging,
         "best_start": best,
         "seed": seed,
         "device": str(dev),

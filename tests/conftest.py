@@ -34,3 +34,11 @@ def shared_data():
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    # CLI calls set torch's thread count (--threads); one test's choice must not slow the next.
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

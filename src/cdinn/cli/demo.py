@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import write_result
 from cdinn.models import load_model
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the shipped 3D network, refine the prediction, run the default phase retrieval for comparison, and "
         "write a one-page figure and a summary table.",
     )
+    add_threads_argument(p)
     p.add_argument("-o", "--output", default="demo-output", help="output directory (default demo-output)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"network (default {DEFAULT_MODEL}); 'none' skips it")
     p.add_argument("--refine", default=DEFAULT_REFINE, help=f"refinement recipe after the network (default {DEFAULT_REFINE!r})")
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oversampling", type=float, default=3.0, help="linear oversampling of the pattern (default 3, as at a Bragg CDI beamline)")
     p.add_argument("--starts", type=int, default=4, help="random starts of phase retrieval (default 4)")
     p.add_argument("--seed", type=int, default=7, help="seed of the simulated crystal and the starts")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto: a CUDA GPU when present)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

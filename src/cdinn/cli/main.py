@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from cdinn import __version__
 from cdinn.cli import demo, invert, models, phase, prepare, report, simulate, train
+from cdinn.cli.threads import apply_threads
 from cdinn.errors import InputError
 
 COMMANDS = (prepare, phase, invert, report, demo, train, models, simulate)
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "threads"):
+            apply_threads(args.threads)
         return int(args.run(args) or 0)
     except InputError as exc:
         print(f"cdinn {args.command}: error: {exc}", file=sys.stderr)

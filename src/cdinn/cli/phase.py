@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
@@ -47,10 +48,11 @@ def add_pattern_arguments(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("data", nargs="+", help="pattern file(s) or TIFF frame directories")
     p.add_argument("-o", "--output", required=True, help=f"result file ({', '.join(RESULT_SUFFIXES)}) or directory")
     p.add_argument("--mask", help="bad-pixel mask file (same shape as the patterns)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto: a CUDA GPU when present)")
     p.add_argument("--seed", type=int, default=None, help=seed_help)
     p.add_argument("--format", default=".h5", choices=RESULT_SUFFIXES, help="result format in directory mode")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(p)
 
 
 def output_paths(inputs: list[str], output: str, suffix: str) -> list[Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import cdinn
+from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io.readers import split_key
 from cdinn.io.scan import load_scan, parse_roi
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_threads_argument(p)
     p.add_argument("data", help="frames: TIFF directory, multi-page TIFF, .h5/.cxi/.nxs (FILE::KEY), .edf, .npy")
     p.add_argument("-o", "--output", required=True, help="prepared pattern (.cxi)")
     p.add_argument("--spec", help="SPEC file of the scan (motor positions, energy, distance)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import Result, read_pattern, read_result, write_result
 from cdinn.prepare import read_geometry
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prepared pattern, compute displacement and strain along G, and draw one figure. "
         "A 2D result, or one without geometry, gets amplitude and phase slices in pixels.",
     )
+    add_threads_argument(p)
     p.add_argument("result", help="result of `cdinn phase` (.h5, .cxi, .npz)")
     p.add_argument("-o", "--output", required=True, help="figure (.png, .pdf, .svg)")
     p.add_argument("--geometry", help="prepared CXI holding the geometry (default: the result's input, if it has one)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.simulate.generators import KINDS, SimulationConfig
 
@@ -51,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_threads_argument(p)
     p.add_argument("kind", choices=KINDS, help="object family")
     p.add_argument("-n", "--samples", type=int, required=True, help="number of samples (crystals for atomistic)")
     p.add_argument("-o", "--output", required=True, help="dataset directory")

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.retrieval.engine import resolve_device
 from cdinn.train import load_config, train
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a network from a TOML run description. Rerunning the same command resumes "
         "from the last checkpoint. For several GPUs/processes: torchrun --nproc_per_node N -m cdinn.cli.main train CONFIG.",
     )
+    add_threads_argument(p)
     p.add_argument("config", help="TOML run description (see configs/)")
     p.add_argument("--run-dir", help="run directory (default runs/<config name>)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")

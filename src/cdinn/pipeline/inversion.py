@@ -198,6 +198,7 @@ def invert(
             "threshold": threshold,
             "dilation": dilation,
             "device": str(measurement.device),
+            "threads": torch.get_num_threads(),
             "masked_pixels": 0 if measurement.mask is None else int(measurement.mask.sum()),
             "timings": timings,
             "version": cdinn.__version__,

@@ -223,6 +223,7 @@ def phase_retrieval(
         "best_start": best,
         "seed": seed,
         "device": str(dev),
+        "threads": torch.get_num_threads(),
         "masked_pixels": 0 if measurement.mask is None else int(measurement.mask.sum()),
         "initial": "given" if initial is not None else "random",
         "timings": {"total_s": total, "iterations_s": t_loop, "per_iteration_s": t_loop / max(n_iter, 1)},

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from cdinn.cli import threads
+from cdinn.cli.main import main
+from cdinn.io import read_result
+
+
+def test_default_leaves_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(threads, "_running_others", lambda: 0)
+    assert threads.default_threads() == 4
+    monkeypatch.setattr(threads, "_running_others", lambda: 3)
+    assert threads.default_threads() == 1
+    monkeypatch.setattr(threads, "_running_others", lambda: 9)
+    assert threads.default_threads() == 1  # never fewer than one
+
+
+def test_request_then_environment_then_default(monkeypatch):
+    monkeypatch.setattr(threads, "default_threads", lambda: 5)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.choose_threads(None) == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.choose_threads(None) == 2 and threads.choose_threads(3) == 3
+
+
+def test_threads_option_is_applied_and_recorded(tmp_path, crystal2d, capsys):
+    from cdinn.simulate import simulate_pattern
+
+    np.save(tmp_path / "p.npy", simulate_pattern(crystal2d, photons=1e7, seed=0).numpy())
+    assert main(["phase", str(tmp_path / "p.npy"), "-o", str(tmp_path / "r.h5"), "--recipe", "ER**5", "--threads", "1", "-q"]) == 0
+    assert read_result(tmp_path / "r.h5").provenance["threads"] == 1
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as exc:
+            main(["phase", str(tmp_path / "p.npy"), "-o", str(tmp_path / "s.h5"), "--threads", bad])
+        assert exc.value.code == 2
+    assert not (tmp_path / "s.h5").exists()

@@ -104,3 +104,29 @@ def test_phase_with_a_given_support(tmp_path, pattern_file):
     assert main(["phase", str(pattern_file), "-o", str(out), "--recipe", FAST, "--support", str(tmp_path / "support.npy"), "-q"]) == 0
     assert read_result(out).chi2 < 0.1
     assert main(["phase", str(pattern_file), "-o", str(tmp_path / "r2.h5"), "--support", str(bad), "-q"]) == 2
+
+
+def test_a_bug_is_one_line_and_exit_1_unless_debug(monkeypatch, tmp_path, pattern_file, capsys):
+    from cdinn.cli import phase
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(phase, "phase_retrieval", broken)
+    assert main(["phase", str(pattern_file), "-o", str(tmp_path / "o.h5"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ZeroDivisionError" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "phase", str(pattern_file), "-o", str(tmp_path / "o.h5"), "-q"])
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    import os
+
+    # `cdinn models --json | head`: the reader is gone before cdinn writes (deterministically here).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([sys.executable, "-m", "cdinn.cli.main", "models", "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr

@@ -59,6 +59,52 @@ def test_report_cli_writes_figure_vti_and_cxi(strained, tmp_path, capsys):
     head = vti.read_bytes()[:400]
     assert b"ImageData" in head and b"VTKFile" in head
     assert "crystal" in capsys.readouterr().out
+    # A CXI image as PyNX/silx/bcdi read it, not only a file cdinn reads back.
+    import h5py
+
+    with h5py.File(cxi, "r") as f:
+        assert int(f["cxi_version"][()]) == 150 and f["entry_1"].attrs["NX_class"] == "NXentry"
+        image = f["entry_1/image_1"]
+        assert image["data"].dtype == np.complex64 and image["data"].ndim == 3 and image["mask"].dtype == bool
+        assert np.array_equal(f["entry_1/data_1/data"][()], image["data"][()])  # the NXdata shortcut resolves
+        assert image["voxel_size"].attrs["units"] == "m" and 1e-9 < float(image["voxel_size"][0]) < 1e-7
+        assert image["frame"][()].decode().startswith("lab")
+        assert image["extras/strain"].attrs["units"] == "1" and "fraction" in image["extras/strain"].attrs["long_name"]
+        assert float(image["process_1/results/chi2"][()]) == pytest.approx(0.01)
+        assert image["process_1/program"][()] == b"cdinn"
+    from cdinn.io import read_result
+
+    lab = read_result(cxi)
+    assert lab.object.shape == image_shape(cxi) and lab.provenance["frame"].startswith("lab") and "strain" in lab.extras
+
+
+def image_shape(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f["entry_1/image_1/data"].shape
+
+
+def test_result_carries_its_geometry_to_a_report_elsewhere(strained, tmp_path, capsys):
+    # phase records the prepared input's geometry; the result moved away from its input still reports in nm.
+    from cdinn.io import read_result
+
+    _, g, _, prepared = strained
+    ring = tmp_path / "pattern.cxi"
+    obj = strained[0].object
+    pattern = np.abs(np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(obj)))) ** 2
+    write_prepared(ring, Prepared(pattern.astype(np.float32), np.zeros(obj.shape, bool), (24, 24, 24), (1, 1, 1), (1, 1, 1),
+                                  (3, 3, 3), (3, 3, 3)), g, {"input": "synthetic"})
+    out = tmp_path / "moved" / "r.cxi"
+    out.parent.mkdir()
+    assert main(["phase", str(ring), "-o", str(out), "--recipe", "ER**3", "-q", "--seed", "1"]) == 0
+    r = read_result(out)
+    assert r.provenance["input"] == str(ring.resolve()) and r.provenance["geometry"]["energy_kev"] == g.energy_kev
+    assert len(r.provenance["voxel_size_nm"]) == 3
+    ring.unlink()  # the input is gone: the report still has the geometry
+    capsys.readouterr()
+    assert main(["report", str(out), "-o", str(tmp_path / "fig.png")]) == 0
+    assert "nm" in capsys.readouterr().out
 
 
 def test_report_without_geometry_draws_pixels(tmp_path):

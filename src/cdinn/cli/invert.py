@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import torch
 
-from cdinn.cli.phase import add_pattern_arguments, output_paths
+from cdinn.cli.phase import add_pattern_arguments, output_paths, source_provenance
 from cdinn.errors import InputError
 from cdinn.io import read_pattern, write_result
 from cdinn.models import load_model
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             print(f"cdinn invert: error: {source}: {exc}", file=sys.stderr)
             continue
-        result.provenance["input"] = str(source)
+        result.provenance.update(source_provenance(source, pattern.shape))
         write_result(dest, result)
         stages = " -> ".join(f"{s['stage']} {s['chi2']:.3g}" for s in result.provenance["stages"])
         print(f"{source}: chi2 {stages}  ({result.provenance['timings']['total_s']:.2f} s) -> {dest}")

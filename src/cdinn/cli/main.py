@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Invert coherent diffraction patterns (2D CDI, 3D Bragg CDI) into complex real-space images.",
     )
     parser.add_argument("--version", action="version", version=f"cdinn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
@@ -41,6 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cdinn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cdinn models --json | head`): nothing more to say, and nothing to
+        # flush either, so the interpreter's exit does not complain about stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # a bug, not bad input: one line unless --debug asks for the traceback
+        if args.debug:
+            raise
+        print(f"cdinn {args.command}: internal error: {type(exc).__name__}: {exc} (run `cdinn --debug {args.command} ...` "
+              "for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
+from cdinn.physics.geometry import voxel_sizes
+from cdinn.prepare.cxi import read_geometry
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
 from cdinn.retrieval import recipe as recipe_module
 
@@ -55,6 +57,21 @@ def add_pattern_arguments(p: argparse.ArgumentParser, seed_help: str) -> None:
     add_threads_argument(p)
 
 
+def source_provenance(source: str, shape: tuple[int, ...]) -> dict:
+    """What a result records about its input: the absolute path (and the path as given), and,
+    for a pattern prepared with its Bragg geometry, that geometry and the voxel size per array
+    axis, so that ``cdinn report`` needs neither the input file nor the folder it was run from."""
+    path, key = split_key(source)
+    record: dict = {"input": str(path.resolve()) + (f"::{key}" if key else ""), "input_as_given": str(source)}
+    if key is None and path.suffix.lower() in (".cxi", ".h5", ".hdf5", ".nxs") and path.is_file():
+        geometry = read_geometry(path)
+        if geometry is not None:
+            record.update({"geometry": geometry.to_dict(),
+                           "voxel_size_nm": [round(float(v), 4) for v in voxel_sizes(geometry.real_space_basis(shape))],
+                           "frame": "detector (rocking, row, column): axes not orthogonal; cdinn report maps to the lab frame"})
+    return record
+
+
 def output_paths(inputs: list[str], output: str, suffix: str) -> list[Path]:
     """Where each input's result goes; refuses any output that is one of the inputs."""
     out = Path(output)
@@ -97,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
             )
-            result.provenance.update({"input": str(source), "recipe": args.recipe})
+            result.provenance.update({**source_provenance(source, intensity.shape), "recipe": args.recipe})
             if mask is not None:
                 result.extras["mask"] = mask
             write_result(dest, result)

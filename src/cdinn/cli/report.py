@@ -11,6 +11,7 @@ import numpy as np
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import Result, read_pattern, read_result, write_result
+from cdinn.physics.geometry import BraggGeometry
 from cdinn.prepare import read_geometry
 from cdinn.report import analyse, comparison_figure, strain_figure, write_vti
 
@@ -36,13 +37,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _geometry_source(args: argparse.Namespace, result: Result) -> Path | None:
+def _geometry(args: argparse.Namespace, result: Result) -> tuple[BraggGeometry | None, str]:
+    """The Bragg geometry and where it came from: ``--geometry``, else the result itself (recorded
+    by ``phase``/``invert`` from a prepared input), else the result's input file if it is there."""
     if args.geometry:
-        return Path(args.geometry)
-    source = result.provenance.get("input")
+        geometry = read_geometry(args.geometry)
+        if geometry is None:
+            raise InputError(f"{args.geometry}: holds no Bragg geometry (prepare the scan with --spec and --scan)")
+        if tuple(result.object.shape) != _prepared_shape(Path(args.geometry)):
+            raise InputError(f"{args.result}: object shape {result.object.shape} differs from the prepared pattern in {args.geometry}")
+        return geometry, str(args.geometry)
+    recorded = result.provenance.get("geometry")
+    if isinstance(recorded, dict):
+        try:
+            return BraggGeometry.from_dict(recorded), "the result"
+        except (TypeError, KeyError, ValueError):
+            raise InputError(f"{args.result}: its recorded geometry is malformed; pass --geometry PREPARED.cxi") from None
+    source = str(result.provenance.get("input", "")).split("::")[0]
     if source and Path(source).suffix.lower() in (".cxi", ".h5", ".hdf5") and Path(source).is_file():
-        return Path(source)
-    return None
+        geometry = read_geometry(source)
+        if geometry is not None and tuple(result.object.shape) == _prepared_shape(Path(source)):
+            return geometry, source
+    return None, source
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise InputError(f"--threshold {args.threshold}: must be between 0 and 1")
     result = read_result(args.result)
-    source = _geometry_source(args, result)
-    geometry = read_geometry(source) if source is not None else None
-    if args.geometry and geometry is None:
-        raise InputError(f"{args.geometry}: holds no Bragg geometry (prepare the scan with --spec and --scan)")
+    geometry, source = _geometry(args, result)
     if result.object.ndim != 3 or geometry is None:
         if args.vti or args.cxi:
             raise InputError("--vti and --cxi need a 3D result with its Bragg geometry (--geometry PREPARED.cxi)")
@@ -63,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
         history = [("chi²", chi2[:, int(result.provenance.get("best_start", 0))])] if chi2 is not None and chi2.ndim == 2 else []
         comparison_figure(args.output, [("reconstruction", result.object)], pattern=pattern, histories=history,
                           title=f"{Path(args.result).name}: chi² {result.chi2:.4g} (pixels, no geometry)", crop=True)
-        print(f"{args.result}: no Bragg geometry; amplitude and phase in pixels -> {args.output}")
+        hint = ""
+        if result.object.ndim == 3:
+            hint = (f" (its input {source} is not there: pass --geometry PREPARED.cxi)" if source and not Path(source).is_file()
+                    else " (to get nm and strain, prepare the scan with --spec/--scan, or pass --geometry PREPARED.cxi)")
+        print(f"{args.result}: no Bragg geometry{hint}; amplitude and phase in pixels -> {args.output}")
         return 0
-    if geometry is not None and tuple(result.object.shape) != _prepared_shape(source):
-        raise InputError(f"{args.result}: object shape {result.object.shape} differs from the prepared pattern in {source}")
     lattice = args.lattice if args.lattice > 0 else None
     crystal = analyse(result, geometry, args.hkl, lattice, args.threshold)
     title = f"{Path(args.result).name}: {result.provenance.get('method', '')}, chi² {result.chi2:.4g}"
@@ -76,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
         write_vti(args.vti, {"amplitude": np.abs(crystal.obj), "phase": smap.phase, "displacement_nm": smap.displacement,
                              "strain": smap.strain, "support": smap.support}, crystal.voxel_nm)
     if args.cxi:
-        prov = {**result.provenance, "frame": "lab (z, y, x), z along the beam", "voxel_nm": crystal.voxel_nm,
-                "g_unit_zyx": crystal.g_grid, "g_norm_per_nm": smap.g_norm, "source_result": str(args.result)}
+        # In the lab frame now: the detector-frame geometry and input no longer apply to this object.
+        prov = {**result.provenance, "frame": "lab (z, y, x), z along the beam", "voxel_size_nm": crystal.voxel_nm,
+                "g_unit_zyx": crystal.g_grid, "g_norm_per_nm": smap.g_norm, "source_result": str(Path(args.result).resolve()),
+                "geometry": None, "input": ""}
         write_result(args.cxi, Result(crystal.obj.astype(np.complex64), smap.support, result.chi2, result.history, prov,
                                       {"strain": np.nan_to_num(smap.strain).astype(np.float32),
                                        "displacement_nm": np.nan_to_num(smap.displacement).astype(np.float32)}))

@@ -18,7 +18,7 @@ EPILOG = """kinds:
 
 The directory gets manifest.json and shard-NNNNN.h5 files of --shard-size samples.
 Rerunning the same command resumes an interrupted run; --shard I/N writes only the shards
-j with j %% N == I, so N jobs of an array (I = 0..N-1) make the same dataset together.
+j with j % N == I, so N jobs of an array (I = 0..N-1) make the same dataset together.
 """
 
 

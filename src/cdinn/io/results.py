@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +55,10 @@ def check_result_path(path: str | Path) -> Path:
 def write_result(path: str | Path, result: Result) -> Path:
     """Write ``result`` atomically; the format follows the suffix.
 
-    ``.h5``/``.hdf5``/``.cxi`` hold datasets ``object``, ``support``, ``chi2``,
-    ``history/<name>``, ``extras/<name>`` and ``provenance`` (a JSON string); ``.cxi`` adds the
-    CXI entry ``/entry_1/image_1/data`` (a link to ``object``). ``.npz`` holds the same keys
-    flattened (``history_<name>``, ``extras_<name>``).
+    ``.h5``/``.hdf5`` hold datasets ``object``, ``support``, ``chi2``, ``history/<name>``,
+    ``extras/<name>`` and ``provenance`` (a JSON string); ``.npz`` the same keys flattened
+    (``history_<name>``, ``extras_<name>``). ``.cxi`` is a CXI image (:func:`_write_cxi`), the
+    layout PyNX, silx and bcdi read. Known quantities carry a ``units`` attribute.
     """
     p = check_result_path(path)
     prov = json.dumps(result.provenance, default=_json_default)
@@ -72,6 +74,9 @@ def write_result(path: str | Path, result: Result) -> Path:
             arrays.update({f"extras_{k}": v for k, v in result.extras.items()})
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
+        elif p.suffix.lower() == ".cxi":
+            with h5py.File(tmp, "w") as f:
+                _write_cxi(f, result, prov)
         else:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("object", data=result.object.astype(np.complex64), compression="gzip", shuffle=True)
@@ -80,18 +85,79 @@ def write_result(path: str | Path, result: Result) -> Path:
                 f["provenance"] = prov
                 for k, v in result.history.items():
                     f.create_dataset(f"history/{k}", data=v)
-                for k, v in result.extras.items():
-                    f.create_dataset(f"extras/{k}", data=v, compression="gzip" if np.ndim(v) > 0 else None)
-                if p.suffix.lower() == ".cxi":
-                    f["cxi_version"] = 150
-                    f["entry_1/image_1/data"] = h5py.SoftLink("/object")
-                    f["entry_1/image_1/support"] = h5py.SoftLink("/support")
-                    f["entry_1/image_1/is_fft_shifted"] = 0
+                _write_extras(f.create_group("extras"), result.extras)
     return p
 
 
+UNITS = {"strain": ("1", "strain along G as a fraction (x100 for %)"), "displacement_nm": ("nm", "displacement along G"),
+         "mask": ("1", "non-zero where a detector pixel was not measured"), "prediction": ("1", "network prediction, complex")}
+"""Units (and a description) of the extras cdinn writes, stored as attributes."""
+
+CXI_IMAGE = "/entry_1/image_1"
+
+
+def _write_extras(group: h5py.Group, extras: dict[str, np.ndarray]) -> None:
+    for k, v in extras.items():
+        group.create_dataset(k, data=v, compression="gzip" if np.ndim(v) > 0 else None)
+        if k in UNITS:
+            group[k].attrs["units"], group[k].attrs["long_name"] = UNITS[k]
+
+
+def _write_cxi(f: h5py.File, result: Result, prov: str) -> None:
+    """A CXI 1.5 image: ``/entry_1/image_1/data`` (complex object), ``mask`` (the support),
+    ``process_1`` (program, version, command, configuration, results), voxel size in metres
+    when the geometry is known, extras under ``image_1/extras``; ``/entry_1/data_1`` links the data."""
+    f["cxi_version"] = 150
+    f.attrs["creator"] = "cdinn"
+    f.attrs["default"] = "entry_1"
+    entry = f.create_group("entry_1")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "data_1"
+    entry["program_name"] = f"cdinn {result.provenance.get('version', '')}".strip()
+    entry["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    f["entry_last"] = h5py.SoftLink("/entry_1")
+    image = entry.create_group("image_1")
+    image.attrs.update({"NX_class": "NXdata", "signal": "data", "interpretation": "scaler" if result.object.ndim == 3 else "image"})
+    image.create_dataset("data", data=result.object.astype(np.complex64), compression="gzip", shuffle=True)
+    image.create_dataset("mask", data=result.support.astype(bool), compression="gzip")
+    image["mask"].attrs["long_name"] = "support: True inside the object"
+    image["support"] = h5py.SoftLink(f"{CXI_IMAGE}/mask")
+    image["data_type"] = "electron density"
+    image["data_space"] = "real"
+    image["is_fft_shifted"] = 0
+    voxel = result.provenance.get("voxel_size_nm")
+    if voxel is not None:
+        metres = np.broadcast_to(np.asarray(voxel, dtype=np.float64) * 1e-9, (result.object.ndim,))
+        image["voxel_size"] = metres
+        image["image_size"] = metres * np.asarray(result.object.shape)
+        for name in ("voxel_size", "image_size"):
+            image[name].attrs["units"] = "m"
+        image["frame"] = str(result.provenance.get("frame", ""))
+    process = image.create_group("process_1")
+    process.attrs["NX_class"] = "NXprocess"
+    process["program"] = "cdinn"
+    process["version"] = str(result.provenance.get("version", ""))
+    process["command"] = " ".join(sys.argv)
+    config = process.create_group("configuration")
+    config.attrs["NX_class"] = "NXcollection"
+    for k, v in result.provenance.items():
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            config[k] = v
+    config["provenance"] = prov  # everything, as JSON: what cdinn reads back
+    results = process.create_group("results")
+    results.attrs["NX_class"] = "NXcollection"
+    results["chi2"] = float(result.chi2)
+    results["chi2"].attrs["long_name"] = "sum (|F(object)| - sqrt(I))^2 / sum I over measured pixels"
+    for k, v in result.history.items():
+        results.create_dataset(f"history_{k}", data=v)
+    _write_extras(image.create_group("extras"), result.extras)
+    data = entry.create_group("data_1")
+    data.attrs.update({"NX_class": "NXdata", "signal": "data"})
+    data["data"] = h5py.SoftLink(f"{CXI_IMAGE}/data")
+
+
 def read_result(path: str | Path) -> Result:
-    """Read a result written by :func:`write_result`."""
+    """Read a result written by :func:`write_result` (a ``.cxi`` also in the layout of earlier versions)."""
     p = check_result_path(path)
     try:
         if p.suffix.lower() == ".npz":
@@ -100,13 +166,32 @@ def read_result(path: str | Path) -> Result:
                 extras = {k[len("extras_"):]: z[k] for k in z.files if k.startswith("extras_")}
                 return Result(z["object"], z["support"], float(z["chi2"]), history, json.loads(str(z["provenance"])), extras)
         with h5py.File(p, "r") as f:
+            if p.suffix.lower() == ".cxi" and f"{CXI_IMAGE}/process_1/configuration/provenance" in f:
+                return _read_cxi(f)
+            if "object" not in f:
+                if "entry_1/data_1/data" in f:
+                    raise InputError(f"{p} is a diffraction pattern (CXI data), not a reconstruction: "
+                                     "run `cdinn phase` or `cdinn invert` on it first")
+                raise InputError(f"{p} holds no cdinn result (no reconstructed object)")
             history = {k: f["history"][k][()] for k in f.get("history", {})}
             extras = {k: f["extras"][k][()] for k in f.get("extras", {})}
             prov = f["provenance"][()]
             prov = prov.decode() if isinstance(prov, bytes) else str(prov)
             return Result(f["object"][()], f["support"][()], float(f["chi2"][()]), history, json.loads(prov), extras)
+    except InputError:
+        raise
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"cannot read result {p}: {exc}") from None
+
+
+def _read_cxi(f: h5py.File) -> Result:
+    image = f[CXI_IMAGE]
+    results = image["process_1/results"]
+    history = {k[len("history_"):]: results[k][()] for k in results if k.startswith("history_")}
+    extras = {k: image["extras"][k][()] for k in image.get("extras", {})}
+    prov = image["process_1/configuration/provenance"][()]
+    prov = prov.decode() if isinstance(prov, bytes) else str(prov)
+    return Result(image["data"][()], image["mask"][()].astype(bool), float(results["chi2"][()]), history, json.loads(prov), extras)
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,6 +8,7 @@ it). Shipped models live in ``cdinn/models/weights/``; a user model is any such 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     except (RuntimeError, TypeError, AttributeError):
         raise InputError(f"{weights}: the weights do not fit the card's architecture ({card.get('family')})") from None
     card.setdefault("name", weights.stem if weights.parent == WEIGHTS_DIR else str(weights))
-    card["weights"] = str(weights)
+    card["weights"] = str(weights.resolve())
+    card["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     model.card = card
     return model.to(device).eval()

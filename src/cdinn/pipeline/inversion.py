@@ -191,6 +191,7 @@ def invert(
             "model": card.get("name", model.family),
             "model_family": model.family,
             "model_weights": card.get("weights", ""),
+            "model_sha256": card.get("weights_sha256", ""),
             "refine": recipe or "none",
             "stages": state.stages,
             "prediction_is_twin_of_refined": twin,

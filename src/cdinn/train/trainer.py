@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,10 @@ def write_card(path: Path, cfg: TrainConfig, model: torch.nn.Module, results: di
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "training": results,
+        "held_out": {"n_val": cfg.data.get("n_val"), "val_loss": results.get("best_val_loss"),
+                     "note": "validation samples drawn after the training ones, never trained on; "
+                             "benchmarks/ship_model.py adds support Dice and phase error beside trivial baselines"},
+        "command": " ".join(["cdinn", *sys.argv[1:]]) if Path(sys.argv[0]).name == "cdinn" else " ".join(sys.argv),
         "hardware": f"{platform.machine()} {os.cpu_count()} CPU" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "torch": torch.__version__,
         "cdinn": cdinn.__version__,

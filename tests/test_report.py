@@ -143,3 +143,34 @@ def test_forward_cdi_2d_from_a_beamstopped_pattern_to_a_figure(tmp_path, capsys)
     assert ssim_amplitude(align(res.object, ref).aligned, ref) > 0.9
     assert main(["report", str(result), "-o", str(fig)]) == 0
     assert _measured_pattern(read_result(result)).shape == res.object.shape
+
+
+def test_2d_figures_keep_the_detector_orientation(tmp_path):
+    # A big block in the top-left of the array and a small one in the bottom-left: the saved
+    # picture must show the big one on top (row 0 at the top, as image viewers show frames).
+    import matplotlib.image as mpimg
+
+    from cdinn.report import comparison_figure
+
+    obj = np.zeros((64, 64), np.complex64)
+    obj[6:26, 6:26] = 1.0
+    obj[44:50, 6:12] = 1.0
+    path = comparison_figure(tmp_path / "o.png", [("r", obj)], phase_range=1.0)
+    img = mpimg.imread(path)[..., :3].mean(axis=-1)
+    from scipy.ndimage import find_objects, label
+
+    dark, _ = label(img < 0.05)  # the amplitude panel is the largest black region of the page
+    biggest = np.argmax(np.bincount(dark.ravel())[1:]) + 1
+    box = find_objects((dark == biggest).astype(int))[0]
+    panel = img[box[0].start + 2 : box[0].stop - 2, box[1].start + 2 : box[1].stop - 2]
+    rows, _ = np.nonzero(panel > 0.95)  # the object's white pixels
+    assert (rows < panel.shape[0] / 2).sum() > 5 * (rows > panel.shape[0] / 2).sum()
+
+
+def test_flat_phase_is_not_stretched():
+    from cdinn.report.figures import PHASE_RANGE_MIN, flatten_phase, phase_limit
+
+    obj = np.full((16, 16), np.exp(1.3j), np.complex64) * (1 + 0.05 * np.random.default_rng(0).standard_normal((16, 16)))
+    flat = flatten_phase(obj)
+    assert np.abs(np.angle(flat)).max() < 1e-5  # the global phase is removed
+    assert phase_limit(np.angle(flat)) == PHASE_RANGE_MIN and phase_limit(np.angle(flat), 0.1) == 0.1

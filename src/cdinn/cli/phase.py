@@ -10,8 +10,7 @@ from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
-from cdinn.physics.geometry import voxel_sizes
-from cdinn.prepare.cxi import read_geometry
+from cdinn.prepare.cxi import read_geometry, read_preparation, read_sampling
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
 from cdinn.retrieval import recipe as recipe_module
 
@@ -59,16 +58,25 @@ def add_pattern_arguments(p: argparse.ArgumentParser, seed_help: str) -> None:
 
 def source_provenance(source: str, shape: tuple[int, ...]) -> dict:
     """What a result records about its input: the absolute path (and the path as given), and,
-    for a pattern prepared with its Bragg geometry, that geometry and the voxel size per array
-    axis, so that ``cdinn report`` needs neither the input file nor the folder it was run from."""
+    for a pattern prepared with its geometry (Bragg, or 2D forward CDI with energy and distance),
+    that geometry and the voxel size per array axis, so that ``cdinn report`` needs neither the
+    input file nor the folder it was run from."""
     path, key = split_key(source)
     record: dict = {"input": str(path.resolve()) + (f"::{key}" if key else ""), "input_as_given": str(source)}
     if key is None and path.suffix.lower() in (".cxi", ".h5", ".hdf5", ".nxs") and path.is_file():
         geometry = read_geometry(path)
         if geometry is not None:
-            record.update({"geometry": geometry.to_dict(),
-                           "voxel_size_nm": [round(float(v), 4) for v in voxel_sizes(geometry.real_space_basis(shape))],
-                           "frame": "detector (rocking, row, column): axes not orthogonal; cdinn report maps to the lab frame"})
+            record["geometry"] = geometry.to_dict()
+        sampling = read_sampling(path, shape)
+        if sampling is not None:
+            record["voxel_size_nm"], record["frame"] = sampling
+        preparation = read_preparation(path)
+        spec, forward = preparation.get("spec") or {}, preparation.get("forward_geometry") or {}
+        if spec.get("scan") is not None:
+            record["scan"] = f"{Path(str(spec.get('file', ''))).name} #{spec['scan']}"
+        energy = geometry.energy_kev if geometry is not None else forward.get("energy_kev")
+        if energy is not None:
+            record["energy_kev"] = float(energy)
     return record
 
 

@@ -71,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bin", type=_ints, default=1, help="integer binning applied first, e.g. 2 or 1,2,2 (default 1)")
     p.add_argument("--pixel-size", type=float, default=55.0, help="detector pixel size in µm (default 55, Timepix)")
     p.add_argument("--diffractometer", default="34idc", choices=sorted(DIFFRACTOMETERS), help="circle conventions (default 34idc)")
-    p.add_argument("--energy", type=float, help="X-ray energy in keV (overrides the SPEC file)")
+    p.add_argument("--energy", type=float, help="X-ray energy in keV (overrides the SPEC file; with --distance, gives 2D "
+                   "forward-CDI results a pixel size in nm)")
     p.add_argument("--distance", type=float, help="sample-detector distance in mm (overrides the SPEC file)")
     p.set_defaults(run=run)
 
@@ -85,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     inputs = [split_key(x)[0].resolve() for x in (args.data, args.spec, args.dark, args.flat, args.mask) if x]
     if out.resolve() in inputs:
         raise InputError(f"output {out} is one of the inputs; refusing to overwrite it")
+    for name in ("energy", "distance", "pixel_size"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+    if args.oversampling is not None and not (np.isfinite(args.oversampling) and 1 < args.oversampling <= 64):
+        raise InputError(f"--oversampling {args.oversampling}: must be above 1 (2 or more for a unique solution) and at most 64")
     roi = parse_roi(args.roi) if args.roi else None
     scan = load_scan(args.data, args.dark, args.flat, roi, args.mask, args.spec, args.scan, zeros_unmeasured=args.mask_zeros)
     t_load = time.perf_counter() - t0
@@ -95,8 +102,14 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_pattern(scan.data, scan.mask, args.size, args.oversampling, args.bin, centre=args.centre, method=args.resample)
     if geometry is not None:
         geometry = geometry.scaled([b * f for b, f in zip(prepared.binning, prepared.factors)])
+    forward = None
+    if scan.data.ndim == 2 and args.energy is not None and args.distance is not None:
+        # Forward CDI: the object-plane pixel follows from energy, distance and the prepared pixel.
+        forward = {"energy_kev": args.energy, "distance_m": args.distance * 1e-3,
+                   "pixel_size_m": [args.pixel_size * 1e-6 * b * f for b, f in zip(prepared.binning, prepared.factors)]}
     provenance = {
-        "input": str(args.data),
+        "input": str(Path(args.data).resolve()),
+        "forward_geometry": forward,
         "spec": None if args.spec is None else {"file": str(args.spec), "scan": args.scan, "command": scan.spec.command},
         "corrections": scan.corrections,
         "version": cdinn.__version__,

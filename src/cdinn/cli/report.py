@@ -14,6 +14,7 @@ from cdinn.io import Result, read_pattern, read_result, write_result
 from cdinn.physics.geometry import BraggGeometry
 from cdinn.prepare import read_geometry
 from cdinn.report import analyse, comparison_figure, strain_figure, write_vti
+from cdinn.report.figures import describe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hkl", type=int, nargs=3, default=(1, 1, 1), metavar=("H", "K", "L"), help="reflection (default 1 1 1)")
     p.add_argument("--lattice", type=float, default=0.408, help="cubic lattice constant in nm (default 0.408, gold); 0 uses the measured |q|")
     p.add_argument("--threshold", type=float, default=0.3, help="amplitude fraction of the crystal surface (default 0.3)")
+    p.add_argument("--phase-range", type=float, metavar="RAD",
+                   help="phase colour scale ±RAD (default: 99th percentile inside the object, at least 0.5 rad)")
+    p.add_argument("--strain-range", type=float, metavar="PERCENT",
+                   help="strain colour scale ±PERCENT (default: 99th percentile inside the crystal, at least 0.02 %%)")
+    p.add_argument("--amplitude-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
+                   help="amplitude colour scale as fractions of the maximum (default 0 1)")
     p.set_defaults(run=run)
 
 
@@ -65,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``cdinn report``."""
     if not 0 < args.threshold < 1:
         raise InputError(f"--threshold {args.threshold}: must be between 0 and 1")
+    for name in ("phase_range", "strain_range"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+    lo, hi = args.amplitude_range
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
+        raise InputError(f"--amplitude-range {lo} {hi}: need 0 <= LO < HI (fractions of the maximum)")
     result = read_result(args.result)
     geometry, source = _geometry(args, result)
     if result.object.ndim != 3 or geometry is None:
@@ -74,18 +88,24 @@ def run(args: argparse.Namespace) -> int:
         chi2 = result.history.get("chi2")
         # One column per start; the curve of the start that was kept.
         history = [("chi²", chi2[:, int(result.provenance.get("best_start", 0))])] if chi2 is not None and chi2.ndim == 2 else []
+        pixel = result.provenance.get("voxel_size_nm") if result.object.ndim == 2 else None
         comparison_figure(args.output, [("reconstruction", result.object)], pattern=pattern, histories=history,
-                          title=f"{Path(args.result).name}: chi² {result.chi2:.4g} (pixels, no geometry)", crop=True)
+                          title=Path(args.result).name + ("" if pixel else " (pixels: no geometry recorded)"),
+                          subtitle=describe(result.provenance, result.chi2), crop=True, pixel_nm=pixel,
+                          phase_range=args.phase_range, amplitude_range=tuple(args.amplitude_range))
         hint = ""
         if result.object.ndim == 3:
             hint = (f" (its input {source} is not there: pass --geometry PREPARED.cxi)" if source and not Path(source).is_file()
                     else " (to get nm and strain, prepare the scan with --spec/--scan, or pass --geometry PREPARED.cxi)")
-        print(f"{args.result}: no Bragg geometry{hint}; amplitude and phase in pixels -> {args.output}")
+        if pixel:
+            print(f"{args.result}: pixel {' x '.join(f'{v:.3g}' for v in pixel)} nm; amplitude and phase -> {args.output}")
+        else:
+            print(f"{args.result}: no Bragg geometry{hint}; amplitude and phase in pixels -> {args.output}")
         return 0
     lattice = args.lattice if args.lattice > 0 else None
     crystal = analyse(result, geometry, args.hkl, lattice, args.threshold)
-    title = f"{Path(args.result).name}: {result.provenance.get('method', '')}, chi² {result.chi2:.4g}"
-    strain_figure(args.output, crystal, result, title=title, threshold=args.threshold)
+    strain_figure(args.output, crystal, result, title=Path(args.result).name, threshold=args.threshold,
+                  phase_range=args.phase_range, strain_range=args.strain_range, amplitude_range=tuple(args.amplitude_range))
     smap = crystal.strain
     if args.vti:
         write_vti(args.vti, {"amplitude": np.abs(crystal.obj), "phase": smap.phase, "displacement_nm": smap.displacement,

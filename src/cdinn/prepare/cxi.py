@@ -12,7 +12,7 @@ import numpy as np
 
 from cdinn.errors import InputError
 from cdinn.io.atomic import atomic_path
-from cdinn.physics.geometry import BraggGeometry
+from cdinn.physics.geometry import HC_KEV_NM, BraggGeometry, voxel_sizes
 from cdinn.prepare.bragg import Prepared
 
 GEOMETRY_KEY = "/entry_1/cdinn/geometry"
@@ -55,6 +55,12 @@ def write_prepared(path: str | Path, prepared: Prepared, geometry: BraggGeometry
                 f["entry_1/instrument_1/detector_1/y_pixel_size"] = geometry.pixel_size_m[0]
                 f["entry_1/instrument_1/detector_1/x_pixel_size"] = geometry.pixel_size_m[1]
                 f[GEOMETRY_KEY] = json.dumps(geometry.to_dict())
+            forward = provenance.get("forward_geometry")
+            if geometry is None and forward:
+                f["entry_1/instrument_1/source_1/energy"] = forward["energy_kev"] * KEV_TO_J
+                f["entry_1/instrument_1/detector_1/distance"] = forward["distance_m"]
+                f["entry_1/instrument_1/detector_1/y_pixel_size"] = forward["pixel_size_m"][0]
+                f["entry_1/instrument_1/detector_1/x_pixel_size"] = forward["pixel_size_m"][1]
             f[PREPARATION_KEY] = json.dumps(record, default=_json)
     return p
 
@@ -70,6 +76,41 @@ def read_geometry(path: str | Path) -> BraggGeometry | None:
     except OSError as exc:
         raise InputError(f"{p}: cannot read the geometry ({exc})") from None
     return BraggGeometry.from_dict(json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)))
+
+
+def read_preparation(path: str | Path) -> dict[str, Any]:
+    """The preparation record :func:`write_prepared` stored (input, scan, corrections, ...), or {}."""
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f[PREPARATION_KEY][()] if PREPARATION_KEY in f else None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the preparation record ({exc})") from None
+    if raw is None:
+        return {}
+    try:
+        record = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path}: its preparation record is not valid JSON") from None
+    return record if isinstance(record, dict) else {}
+
+
+def read_sampling(path: str | Path, shape: tuple[int, ...]) -> tuple[list[float], str] | None:
+    """Real-space voxel size (nm per array axis) of a reconstruction of the prepared pattern in
+    ``path``, with the frame it refers to; None when the preparation recorded no geometry.
+
+    Bragg (3D, from the scan record): the detector-frame voxel steps of the geometry. Forward
+    CDI (2D, ``prepare --energy --distance``): the object-plane pixel ``λ z / (N p)`` per axis.
+    """
+    geometry = read_geometry(path)
+    if geometry is not None:
+        steps = voxel_sizes(geometry.real_space_basis(shape))
+        return [round(float(v), 4) for v in steps], "detector (rocking, row, column): axes not orthogonal; cdinn report maps to the lab frame"
+    forward = read_preparation(path).get("forward_geometry")
+    if not forward or len(shape) != 2:
+        return None
+    wavelength_nm = HC_KEV_NM / float(forward["energy_kev"])
+    pixel = [wavelength_nm * float(forward["distance_m"]) / (n * float(p)) for n, p in zip(shape, forward["pixel_size_m"])]
+    return [round(v, 4) for v in pixel], "object plane (row, column), forward CDI: λ z / (N p)"
 
 
 def _json(obj: Any) -> Any:

@@ -4,7 +4,6 @@ in nm, displacement and strain along G, and one figure that shows them at a glan
 from __future__ import annotations
 
 import textwrap
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
 from scipy.ndimage import distance_transform_edt, label  # noqa: E402
 from skimage.measure import marching_cubes  # noqa: E402
 
-from cdinn.report.figures import save_figure  # noqa: E402
+from cdinn.report.figures import describe, phase_limit, save_figure, scale_bar  # noqa: E402
 from cdinn.io.results import Result  # noqa: E402
 from cdinn.physics.geometry import BraggGeometry, lab_vector_to_grid, to_lab  # noqa: E402
 from cdinn.physics.strain import StrainMap, bragg_norm, strain_map  # noqa: E402
@@ -110,7 +108,12 @@ def _bbox(support: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
     return tuple(slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + margin + 1)) for i, n in zip(idx, support.shape))
 
 
-def _isosurface(ax: plt.Axes, crystal: Crystal, threshold: float) -> None:
+STRAIN_RANGE_MIN = 0.02
+"""Smallest default half-range of the strain colour scale (%): see ``figures.PHASE_RANGE_MIN``."""
+
+
+def _isosurface(ax: plt.Axes, crystal: Crystal, threshold: float, p_lim: float) -> plt.cm.ScalarMappable:
+    """The crystal's surface coloured by phase on the slices' scale, and G drawn outside it."""
     amp = np.abs(crystal.obj)
     box = _bbox(crystal.support, 2)
     a = amp[box] / amp.max()
@@ -121,27 +124,32 @@ def _isosurface(ax: plt.Axes, crystal: Crystal, threshold: float) -> None:
     filled = phase[tuple(nearest)]
     vidx = np.clip(np.round(verts / crystal.voxel_nm).astype(int), 0, np.array(a.shape) - 1)
     face_phase = filled[tuple(vidx.T)][faces].mean(axis=1)
-    lim = max(np.nanpercentile(np.abs(face_phase), 99), 1e-3)
-    colours = plt.cm.coolwarm((face_phase + lim) / (2 * lim))
+    mappable = plt.cm.ScalarMappable(plt.Normalize(-p_lim, p_lim), "coolwarm")
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     # Plot (x, y, z) from grid (z, y, x) vertices so that the picture is in the lab frame.
     xyz = verts[:, ::-1]
-    mesh = Poly3DCollection(xyz[faces], facecolors=colours, edgecolor="none", linewidth=0)
+    mesh = Poly3DCollection(xyz[faces], facecolors=mappable.to_rgba(face_phase), edgecolor="none", linewidth=0)
     ax.add_collection3d(mesh)
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    span = hi - lo
+    # G from a corner of the box, pointing inwards-and-along G but starting outside the crystal.
+    g = crystal.g_grid[::-1]
+    start = np.where(g >= 0, lo, hi) - 0.15 * span * np.sign(g + 1e-12)
+    length = 0.5 * span.max()
+    ends = np.stack([start, start + g * length])
+    lo, hi = np.minimum(lo, ends.min(axis=0)), np.maximum(hi, ends.max(axis=0))
     for setter, k in ((ax.set_xlim, 0), (ax.set_ylim, 1), (ax.set_zlim, 2)):
-        setter(xyz[:, k].min(), xyz[:, k].max())
-    ax.set_box_aspect(np.ptp(xyz, axis=0) + 1e-6)
+        setter(lo[k], hi[k])
+    ax.set_box_aspect(hi - lo + 1e-6)
+    ax.quiver(*start, *(g * length), color="k", linewidth=2, arrow_length_ratio=0.2)
+    ax.text(*(start + g * length * 1.12), "G", fontsize=9, weight="bold")
     ax.set_xlabel("x (nm)", fontsize=7)
     ax.set_ylabel("y (nm)", fontsize=7)
     ax.set_zlabel("z, beam (nm)", fontsize=7)
     ax.tick_params(labelsize=6)
-    ax.set_title(f"isosurface {threshold:.0%} of max amplitude,\ncoloured by phase (±{lim:.2f} rad)", fontsize=8)
-    g = crystal.g_grid[::-1]
-    centre = xyz.mean(axis=0)
-    length = 0.4 * np.ptp(xyz, axis=0).max()
-    ax.quiver(*centre, *(g * length), color="k", linewidth=1.5)
-    ax.text(*(centre + g * length * 1.1), "G", fontsize=8)
+    ax.set_title(f"isosurface at {threshold:.0%} of the maximum amplitude,\ncoloured by phase", fontsize=8)
+    return mappable
 
 
 def strain_figure(
@@ -150,9 +158,19 @@ def strain_figure(
     result: Result,
     title: str = "",
     threshold: float = 0.3,
+    phase_range: float | None = None,
+    strain_range: float | None = None,
+    amplitude_range: tuple[float, float] = (0.0, 1.0),
 ) -> Path:
-    """One page: central slices of amplitude, phase and strain with nm scale bars, the
-    isosurface coloured by phase, the strain histogram and the reconstruction's numbers."""
+    """One page: slices of amplitude, phase and strain through the crystal's centre of mass
+    with nm scale bars, the isosurface coloured by phase on the same scale with G, the strain
+    histogram and the reconstruction's numbers.
+
+    ``phase_range`` (rad) and ``strain_range`` (%) fix the half-ranges of the symmetric colour
+    scales; by default the 99th percentile inside the crystal, at least ``PHASE_RANGE_MIN`` and
+    :data:`STRAIN_RANGE_MIN`, so that a flat field is not stretched. ``amplitude_range``: the
+    amplitude scale as fractions of the maximum.
+    """
     box = _bbox(crystal.support)
     com = [int(round(np.mean(i))) for i in np.nonzero(crystal.support)]
     amp = np.abs(crystal.obj) / np.abs(crystal.obj).max()
@@ -160,20 +178,20 @@ def strain_figure(
     strain = np.where(crystal.support, crystal.strain.strain * 100, np.nan)
     # Planes through the crystal's centre of mass: (name, slicer, horizontal label, vertical label).
     planes = [
-        ("z = c (x-y plane)", (com[0], box[1], box[2]), "x", "y"),
-        ("y = c (x-z plane)", (box[0], com[1], box[2]), "x", "z"),
-        ("x = c (y-z plane)", (box[0], box[1], com[2]), "y", "z"),
+        ("x-y plane", (com[0], box[1], box[2]), "x", "y"),
+        ("x-z plane", (box[0], com[1], box[2]), "x", "z"),
+        ("y-z plane", (box[0], box[1], com[2]), "y", "z"),
     ]
-    s_lim = max(float(np.nanpercentile(np.abs(strain), 99)), 1e-3)
-    p_lim = max(float(np.nanpercentile(np.abs(phase), 99)), 1e-3)
+    inside = np.isfinite(strain)
+    s_lim = float(strain_range) if strain_range is not None else max(float(np.percentile(np.abs(strain[inside]), 99)), STRAIN_RANGE_MIN)
+    p_lim = phase_limit(phase, phase_range)
     rows = [
-        ("amplitude", amp, "gray", (0, 1), "a.u."),
+        ("amplitude", amp, "gray", amplitude_range, "amplitude / max"),
         ("phase", phase, "coolwarm", (-p_lim, p_lim), "rad"),
         ("strain ε along G", strain, "coolwarm", (-s_lim, s_lim), "%"),
     ]
     fig = plt.figure(figsize=(13, 9.5), layout="constrained")
     grid = fig.add_gridspec(3, 5, width_ratios=[1, 1, 1, 0.08, 1.5])
-    bar_nm = _nice_length(0.3 * max(crystal.size_nm))
     for r, (name, vol, cmap, lim, unit) in enumerate(rows):
         for c, (plane, sl, hx, vy) in enumerate(planes):
             ax = fig.add_subplot(grid[r, c])
@@ -184,12 +202,12 @@ def strain_figure(
             ax.set_xlabel(hx, fontsize=8)
             ax.set_ylabel(vy, fontsize=8)
             ax.set_title(f"{name}: {plane}", fontsize=8)
-            ax.add_artist(AnchoredSizeBar(ax.transData, bar_nm / crystal.voxel_nm, f"{bar_nm:g} nm", "lower right",
-                                          pad=0.3, color="k" if r else "w", frameon=False, size_vertical=0.4, fontproperties={"size": 7}))
+            scale_bar(ax, crystal.voxel_nm, img.shape[1], color="k" if r else "w")
         fig.colorbar(im, cax=fig.add_subplot(grid[r, 3]), label=unit)
-    side = grid[:, 4].subgridspec(3, 1, height_ratios=[1.4, 0.8, 0.8])
-    _isosurface(fig.add_subplot(side[0], projection="3d"), crystal, threshold)
-    ax = fig.add_subplot(side[1])
+    side = grid[:, 4].subgridspec(3, 2, height_ratios=[1.4, 0.8, 0.8], width_ratios=[1, 0.05])
+    iso = _isosurface(fig.add_subplot(side[0, 0], projection="3d"), crystal, threshold, p_lim)
+    fig.colorbar(iso, cax=fig.add_subplot(side[0, 1]), label="phase (rad)")
+    ax = fig.add_subplot(side[1, :])
     values = crystal.native.strain[crystal.native.support] * 100
     values = values[np.isfinite(values)]
     ax.hist(values, bins=60, range=(-s_lim * 1.5, s_lim * 1.5), color="tab:blue")
@@ -198,7 +216,7 @@ def strain_figure(
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     p1, p50, p99 = crystal.strain_percentiles()
-    ax = fig.add_subplot(side[2])
+    ax = fig.add_subplot(side[2, :])
     ax.axis("off")
     prov = result.provenance
     if prov.get("method") == "invert":
@@ -209,6 +227,7 @@ def strain_figure(
         how = [*textwrap.wrap(f"recipe: {prov.get('recipe', '?')}", 44),
                f"chi² = {result.chi2:.4g}   starts: {prov.get('starts', '?')}"]
     lines = [
+        *([f"scan {prov['scan']}" + (f", {prov['energy_kev']:.2f} keV" if prov.get("energy_kev") else "")] if prov.get("scan") else []),
         f"method: {prov.get('method', '?')}",
         *how,
         f"voxel {crystal.voxel_nm:.1f} nm (lab frame, cubic)",
@@ -216,16 +235,10 @@ def strain_figure(
         f"|G| = {crystal.strain.g_norm:.3f} nm⁻¹, d = {2 * np.pi / crystal.strain.g_norm:.4f} nm",
         f"strain 1–99 %: {p1:+.3f} … {p99:+.3f} %",
         f"strain median {p50:+.3f} %, std {np.nanstd(values):.3f} %",
+        "slices through the centre of mass;",
+        f"G along (x, y, z) = ({', '.join(f'{v:+.2f}' for v in crystal.g_grid[::-1])})",
+        f"cdinn {prov.get('version', '?')}",
     ]
     ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace", transform=ax.transAxes)
-    if title:
-        fig.suptitle(title, fontsize=11)
+    fig.suptitle("\n".join([title, *textwrap.wrap(describe(prov, result.chi2), 150)]).strip(), fontsize=10)
     return save_figure(fig, path)
-
-
-def _nice_length(x: float) -> float:
-    """1, 2 or 5 times a power of ten, at most ``x``."""
-    if x <= 0:
-        return 1.0
-    p = 10 ** np.floor(np.log10(x))
-    return float(max(m * p for m in (1, 2, 5) if m * p <= x))

@@ -143,7 +143,7 @@ def _isosurface(ax: plt.Axes, crystal: Crystal, threshold: float, p_lim: float) 
         setter(lo[k], hi[k])
     ax.set_box_aspect(hi - lo + 1e-6)
     ax.quiver(*start, *(g * length), color="k", linewidth=2, arrow_length_ratio=0.2)
-    ax.text(*(start + g * length * 1.12), "G", fontsize=9, weight="bold")
+    ax.text(*(start - g * length * 0.12), "G", fontsize=9, weight="bold")  # at the tail: outside the crystal
     ax.set_xlabel("x (nm)", fontsize=7)
     ax.set_ylabel("y (nm)", fontsize=7)
     ax.set_zlabel("z, beam (nm)", fontsize=7)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import write_result
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
     p = sub.add_parser(
         "demo",
-        help="simulate a strained crystal, invert it with the shipped network and with phase retrieval",
+        help=COMMANDS["demo"],
         description="Simulate a faceted, strained crystal's Bragg CDI pattern with Poisson noise, invert it with "
         "the shipped 3D network, refine the prediction, run the default phase retrieval for comparison, and "
         "write a one-page figure and a summary table.",

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import torch
 
+from cdinn.cli import COMMANDS
 from cdinn.cli.phase import add_pattern_arguments, output_paths, source_provenance
 from cdinn.errors import InputError
 from cdinn.io import read_pattern, write_result
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``invert`` sub-command."""
     p = sub.add_parser(
         "invert",
-        help="invert patterns with a trained network, then refine",
+        help=COMMANDS["invert"],
         description="Invert diffraction patterns with a physics-aware network and refine the prediction.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from cdinn import __version__
-from cdinn.cli import demo, invert, models, phase, prepare, report, simulate, train
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import apply_threads
 from cdinn.errors import InputError
 
-COMMANDS = (prepare, phase, invert, report, demo, train, models, simulate)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (sub-commands register themselves)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported and registers its options
+    (``"*"``: every command's), the others are listed by name and help."""
     parser = argparse.ArgumentParser(
         prog="cdinn",
         description="Invert coherent diffraction patterns (2D CDI, 3D Bragg CDI) into complex real-space images.",
@@ -24,14 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cdinn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        module.register(sub)
+    for name, help_ in COMMANDS.items():
+        if command in (name, "*"):
+            importlib.import_module(f"cdinn.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, no traceback)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in argv if a in COMMANDS), None))
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "threads"):

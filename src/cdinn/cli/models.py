@@ -6,13 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from cdinn.cli import COMMANDS
 from cdinn.errors import InputError
 from cdinn.models import families, shipped_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``models`` sub-command."""
-    p = sub.add_parser("models", help="list shipped and user models", description="List the network families, "
+    p = sub.add_parser("models", help=COMMANDS["models"], description="List the network families, "
                        "the models shipped with cdinn, and trained models in the given run directories.")
     p.add_argument("runs", nargs="*", help="training run directories (holding best.pt and card.json)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

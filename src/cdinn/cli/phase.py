@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
-from cdinn.prepare.cxi import read_geometry, read_preparation, read_sampling
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
 from cdinn.retrieval import recipe as recipe_module
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``phase`` sub-command."""
     p = sub.add_parser(
         "phase",
-        help="classical phase retrieval (ER/HIO/RAAR/DM with shrink-wrap)",
+        help=COMMANDS["phase"],
         description="Reconstruct complex objects from diffraction patterns by iterative phase retrieval.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,6 +61,8 @@ def source_provenance(source: str, shape: tuple[int, ...]) -> dict:
     for a pattern prepared with its geometry (Bragg, or 2D forward CDI with energy and distance),
     that geometry and the voxel size per array axis, so that ``cdinn report`` needs neither the
     input file nor the folder it was run from."""
+    from cdinn.prepare.cxi import read_geometry, read_preparation, read_sampling  # scipy.signal et al.: only for prepared files
+
     path, key = split_key(source)
     record: dict = {"input": str(path.resolve()) + (f"::{key}" if key else ""), "input_as_given": str(source)}
     if key is None and path.suffix.lower() in (".cxi", ".h5", ".hdf5", ".nxs") and path.is_file():

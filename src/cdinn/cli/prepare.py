@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import cdinn
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io.readers import split_key
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``prepare`` sub-command."""
     p = sub.add_parser(
         "prepare",
-        help="centre, crop, bin and resample a measured scan; write CXI with its geometry",
+        help=COMMANDS["prepare"],
         description="Load detector frames (TIFF directory, multi-page TIFF, HDF5/CXI, EDF, npy), correct them "
         "(dark, flat field, bad pixels), centre the Bragg peak, resample to a target oversampling and size, "
         "and write a CXI file for `cdinn phase`.",

@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import Result, read_pattern, read_result, write_result
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command."""
     p = sub.add_parser(
         "report",
-        help="figure of a reconstruction: lab-frame slices, isosurface, strain; .vti/.cxi export",
+        help=COMMANDS["report"],
         description="Put a 3D Bragg reconstruction in the orthonormal lab frame using the geometry of its "
         "prepared pattern, compute displacement and strain along G, and draw one figure. "
         "A 2D result, or one without geometry, gets amplitude and phase slices in pixels.",

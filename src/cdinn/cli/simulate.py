@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.simulate.generators import KINDS, SimulationConfig
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` sub-command."""
     p = sub.add_parser(
         "simulate",
-        help="simulate a training set (polygons, superellipsoids, atomistic, faceted) as HDF5 shards",
+        help=COMMANDS["simulate"],
         description="Simulate objects and their diffraction patterns into a sharded HDF5 dataset.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.retrieval.engine import resolve_device
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command."""
     p = sub.add_parser(
         "train",
-        help="train a network (resumes an interrupted run; DDP under torchrun)",
+        help=COMMANDS["train"],
         description="Train a network from a TOML run description. Rerunning the same command resumes "
         "from the last checkpoint. For several GPUs/processes: torchrun --nproc_per_node N -m cdinn.cli.main train CONFIG.",
     )

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import fourier_shift
-from skimage.registration import phase_cross_correlation
 
 from cdinn.physics.fourier import ArrayLike, spatial_dims
 
@@ -49,6 +47,8 @@ class Alignment:
 
 def _shift(obj: np.ndarray, shift: np.ndarray) -> np.ndarray:
     # Sub-pixel translation as a phase ramp in Fourier space (exact for band-limited data).
+    from scipy.ndimage import fourier_shift  # imported on use: start-up of commands that never align
+
     return np.fft.ifftn(fourier_shift(np.fft.fftn(obj), shift))
 
 
@@ -68,6 +68,8 @@ def align(obj: ArrayLike, reference: ArrayLike, allow_twin: bool = True, upsampl
     Alignment
         The aligned complex array (numpy, complex128) and the transformation found.
     """
+    from skimage.registration import phase_cross_correlation  # imported on use: start-up
+
     ref = _numpy(reference).astype(np.complex128)
     mov = _numpy(obj).astype(np.complex128)
     if ref.shape != mov.shape:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
 HC_KEV_NM = 1.239841984  # h c in keV nm: wavelength (nm) = HC_KEV_NM / energy (keV)
 
@@ -199,6 +198,7 @@ def to_lab(
     z, y, x = np.meshgrid(*axes, indexing="ij")
     r = np.stack([x.ravel(), y.ravel(), z.ravel()])
     m = np.linalg.solve(basis, r) + (np.asarray(vol.shape)[:, None] // 2)
+    from scipy.ndimage import map_coordinates  # imported on use: start-up of commands that never map to the lab
 
     def sample(a: np.ndarray) -> np.ndarray:
         return map_coordinates(a, m, order=order, mode="constant", cval=0.0).reshape(out_shape)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 from cdinn.physics.alignment import _numpy, align
 from cdinn.physics.fourier import ArrayLike, as_tensor, forward, radius_grid, spatial_dims
@@ -112,6 +111,8 @@ def ssim_amplitude(obj: ArrayLike, reference: ArrayLike) -> float:
     b = np.abs(_numpy(reference)).astype(np.float64)
     a /= max(a.max(), 1e-30)
     b /= max(b.max(), 1e-30)
+    from skimage.metrics import structural_similarity  # imported on use: start-up of commands without metrics
+
     return float(structural_similarity(a, b, data_range=1.0))
 
 

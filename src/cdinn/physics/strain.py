@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.restoration import unwrap_phase
 
 
 def bragg_norm(hkl: Sequence[int], lattice_nm: float) -> float:
@@ -32,6 +31,8 @@ def unwrap(phase: np.ndarray, support: np.ndarray) -> np.ndarray:
     Only the largest connected piece is meaningful; the caller passes a compact support.
     """
     masked = np.ma.masked_array(np.asarray(phase, dtype=np.float64), mask=~np.asarray(support, dtype=bool))
+    from skimage.restoration import unwrap_phase  # imported on use: start-up
+
     out = unwrap_phase(masked)
     return np.where(support, np.ma.getdata(out), np.nan)
 

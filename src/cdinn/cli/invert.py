@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections import defaultdict
-
-import torch
 
 from cdinn.cli import COMMANDS
-from cdinn.cli.phase import add_pattern_arguments, output_paths, source_provenance
+from cdinn.cli.phase import add_pattern_arguments, output_paths
 from cdinn.errors import InputError
 from cdinn.io import read_pattern, write_result
 from cdinn.models import load_model
-from cdinn.pipeline import DEFAULT_REFINE, invert, predict, refinement_recipe
+from cdinn.pipeline import DEFAULT_REFINE, invert_many, refinement_recipe
 from cdinn.pipeline.inversion import DEFAULT_DILATION
+from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import resolve_device
 
 EPILOG = """refinement: a recipe in the language of cdinn phase (the rightmost factor runs first),
@@ -73,35 +70,18 @@ def run(args: argparse.Namespace) -> int:
                 raise
             failures += 1
             print(f"cdinn invert: error: {exc}", file=sys.stderr)
-    groups = defaultdict(list)
-    for source, (pattern, _) in loaded.items():
-        groups[pattern.shape].append(source)
-    predictions = {}
-    for sources in groups.values():
-        batch = torch.stack([torch.from_numpy(loaded[s][0]) for s in sources]).to(device)
-        masks = None
-        if any(loaded[s][1] is not None for s in sources):
-            masks = torch.stack([torch.zeros(batch.shape[1:], dtype=torch.bool) if loaded[s][1] is None
-                                 else torch.from_numpy(loaded[s][1] != 0) for s in sources]).to(device)
-        t = time.perf_counter()
-        raw, transform = predict(model, batch, args.bin, masks)
-        share = (time.perf_counter() - t) / len(sources)  # each pattern's share of its batch
-        predictions.update({s: (raw[i], transform, share) for i, s in enumerate(sources)})
-    for source, dest in zip(args.data, paths):
-        if source not in loaded:
-            continue
-        pattern, mask = loaded[source]
-        try:
-            result = invert(pattern, model, args.refine, mask=mask, bin_factor=args.bin, threshold=args.threshold, dilation=args.dilation,
-                            device=device, seed=0 if args.seed is None else args.seed, prediction=predictions[source], progress=not args.quiet)
-        except InputError as exc:
+    dest_of = dict(zip(args.data, paths))
+    for source, result in invert_many(loaded, model, args.refine, bin_factor=args.bin, threshold=args.threshold,
+                                      dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
+                                      progress=not args.quiet):
+        if isinstance(result, InputError):
             if len(args.data) == 1:
-                raise
+                raise result
             failures += 1
-            print(f"cdinn invert: error: {source}: {exc}", file=sys.stderr)
+            print(f"cdinn invert: error: {source}: {result}", file=sys.stderr)
             continue
-        result.provenance.update(source_provenance(source, pattern.shape))
-        write_result(dest, result)
+        result.provenance.update(input_record(source, loaded[source][0].shape))
+        write_result(dest_of[source], result)
         stages = " -> ".join(f"{s['stage']} {s['chi2']:.3g}" for s in result.provenance["stages"])
-        print(f"{source}: chi2 {stages}  ({result.provenance['timings']['total_s']:.2f} s) -> {dest}")
+        print(f"{source}: chi2 {stages}  ({result.provenance['timings']['total_s']:.2f} s) -> {dest_of[source]}")
     return 2 if failures else 0

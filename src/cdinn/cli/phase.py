@@ -11,6 +11,7 @@ from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
+from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
 from cdinn.retrieval import recipe as recipe_module
 
@@ -56,32 +57,6 @@ def add_pattern_arguments(p: argparse.ArgumentParser, seed_help: str) -> None:
     add_threads_argument(p)
 
 
-def source_provenance(source: str, shape: tuple[int, ...]) -> dict:
-    """What a result records about its input: the absolute path (and the path as given), and,
-    for a pattern prepared with its geometry (Bragg, or 2D forward CDI with energy and distance),
-    that geometry and the voxel size per array axis, so that ``cdinn report`` needs neither the
-    input file nor the folder it was run from."""
-    from cdinn.prepare.cxi import read_geometry, read_preparation, read_sampling  # scipy.signal et al.: only for prepared files
-
-    path, key = split_key(source)
-    record: dict = {"input": str(path.resolve()) + (f"::{key}" if key else ""), "input_as_given": str(source)}
-    if key is None and path.suffix.lower() in (".cxi", ".h5", ".hdf5", ".nxs") and path.is_file():
-        geometry = read_geometry(path)
-        if geometry is not None:
-            record["geometry"] = geometry.to_dict()
-        sampling = read_sampling(path, shape)
-        if sampling is not None:
-            record["voxel_size_nm"], record["frame"] = sampling
-        preparation = read_preparation(path)
-        spec, forward = preparation.get("spec") or {}, preparation.get("forward_geometry") or {}
-        if spec.get("scan") is not None:
-            record["scan"] = f"{Path(str(spec.get('file', ''))).name} #{spec['scan']}"
-        energy = geometry.energy_kev if geometry is not None else forward.get("energy_kev")
-        if energy is not None:
-            record["energy_kev"] = float(energy)
-    return record
-
-
 def output_paths(inputs: list[str], output: str, suffix: str) -> list[Path]:
     """Where each input's result goes; refuses any output that is one of the inputs."""
     out = Path(output)
@@ -124,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
             )
-            result.provenance.update({**source_provenance(source, intensity.shape), "recipe": args.recipe})
+            result.provenance.update({**input_record(source, intensity.shape), "recipe": args.recipe})
             if mask is not None:
                 result.extras["mask"] = mask
             write_result(dest, result)

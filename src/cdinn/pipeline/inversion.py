@@ -11,6 +11,8 @@ of a :class:`~cdinn.retrieval.state.State`. The refinement is a recipe in the la
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -206,6 +208,59 @@ def invert(
         },
         extras={"prediction": nn_object.cpu().numpy().astype(np.complex64)},
     )
+
+
+def invert_many(
+    patterns: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    model: CDIModel,
+    refine: str | None = DEFAULT_REFINE,
+    bin_factor: int = 1,
+    threshold: float = 0.1,
+    dilation: int = DEFAULT_DILATION,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> Iterator[tuple[str, Result | InputError]]:
+    """Invert several patterns: those of one shape go through the network as one batch, then
+    each is refined on its own (:func:`invert`); results come as each is done.
+
+    Parameters
+    ----------
+    patterns : name -> (intensity, mask or None)
+    model, refine, bin_factor, threshold, dilation, device, seed, progress : as for :func:`invert`
+
+    Yields
+    ------
+    (name, Result), or (name, InputError) for a pattern that could not be inverted
+    """
+    groups: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for name, (pattern, _) in patterns.items():
+        groups[tuple(np.shape(pattern))].append(name)
+    predictions: dict[str, tuple[torch.Tensor, GridTransform, float] | InputError] = {}
+    for names in groups.values():
+        batch = torch.stack([torch.as_tensor(np.asarray(patterns[n][0], dtype=np.float32)) for n in names]).to(device)
+        masks = None
+        if any(patterns[n][1] is not None for n in names):
+            masks = torch.stack([torch.zeros(batch.shape[1:], dtype=torch.bool) if patterns[n][1] is None
+                                 else torch.as_tensor(np.asarray(patterns[n][1]) != 0) for n in names]).to(device)
+        t = time.perf_counter()
+        try:
+            raw, transform = predict(model, batch, bin_factor, masks)
+        except InputError as exc:
+            predictions.update({n: exc for n in names})
+            continue
+        share = (time.perf_counter() - t) / len(names)  # each pattern's share of its batch
+        predictions.update({n: (raw[i], transform, share) for i, n in enumerate(names)})
+    for name, (pattern, mask) in patterns.items():
+        done = predictions[name]
+        if isinstance(done, InputError):
+            yield name, done
+            continue
+        try:
+            yield name, invert(pattern, model, refine, mask=mask, bin_factor=bin_factor, threshold=threshold, dilation=dilation,
+                               device=device, seed=seed, prediction=done, progress=progress)
+        except InputError as exc:
+            yield name, exc
 
 
 def is_twin(a: torch.Tensor, b: torch.Tensor) -> bool:

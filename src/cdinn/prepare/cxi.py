@@ -12,6 +12,7 @@ import numpy as np
 
 from cdinn.errors import InputError
 from cdinn.io.atomic import atomic_path
+from cdinn.io.readers import split_key
 from cdinn.physics.geometry import HC_KEV_NM, BraggGeometry, voxel_sizes
 from cdinn.prepare.bragg import Prepared
 
@@ -111,6 +112,30 @@ def read_sampling(path: str | Path, shape: tuple[int, ...]) -> tuple[list[float]
     wavelength_nm = HC_KEV_NM / float(forward["energy_kev"])
     pixel = [wavelength_nm * float(forward["distance_m"]) / (n * float(p)) for n, p in zip(shape, forward["pixel_size_m"])]
     return [round(v, 4) for v in pixel], "object plane (row, column), forward CDI: λ z / (N p)"
+
+
+def input_record(source: str | Path, shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a result records about its input: the absolute path (and the path as given), and,
+    for a pattern prepared with its geometry (Bragg, or 2D forward CDI with energy and distance),
+    that geometry and the voxel size per array axis, so that ``cdinn report`` needs neither the
+    input file nor the folder it was run from."""
+    path, key = split_key(source)
+    record: dict[str, Any] = {"input": str(path.resolve()) + (f"::{key}" if key else ""), "input_as_given": str(source)}
+    if key is None and path.suffix.lower() in (".cxi", ".h5", ".hdf5", ".nxs") and path.is_file():
+        geometry = read_geometry(path)
+        if geometry is not None:
+            record["geometry"] = geometry.to_dict()
+        sampling = read_sampling(path, shape)
+        if sampling is not None:
+            record["voxel_size_nm"], record["frame"] = sampling
+        preparation = read_preparation(path)
+        spec, forward = preparation.get("spec") or {}, preparation.get("forward_geometry") or {}
+        if spec.get("scan") is not None:
+            record["scan"] = f"{Path(str(spec.get('file', ''))).name} #{spec['scan']}"
+        energy = geometry.energy_kev if geometry is not None else forward.get("energy_kev")
+        if energy is not None:
+            record["energy_kev"] = float(energy)
+    return record
 
 
 def _json(obj: Any) -> Any:

@@ -5,6 +5,7 @@ COMMANDS = {
     "prepare": "centre, crop, bin and resample a measured scan; write CXI with its geometry",
     "phase": "classical phase retrieval (ER/HIO/RAAR/DM with shrink-wrap)",
     "invert": "invert patterns with a trained network, then refine",
+    "watch": "invert every scan that lands in a folder, with a live page of the results",
     "report": "figure of a reconstruction: lab-frame slices, isosurface, strain; .vti/.cxi export",
     "demo": "simulate a strained crystal, invert it with the shipped network and with phase retrieval",
     "train": "train a network (resumes an interrupted run; DDP under torchrun)",

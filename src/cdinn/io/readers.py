@@ -115,6 +115,8 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     except InputError:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, tifffile.TiffFileError) as exc:
+        if "pickle" in str(exc):  # numpy's word for "not a .npy header it knows"; cdinn never unpickles
+            raise InputError(f"{path}: not a NumPy array file (or one holding Python objects, which cdinn never loads)") from None
         raise InputError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
     raise InputError(f"{path}: unknown format {suffix!r}; supported: {', '.join(PATTERN_SUFFIXES)} or a directory of TIFF frames")
 

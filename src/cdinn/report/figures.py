@@ -78,7 +78,9 @@ def _phase_rgba(obj: np.ndarray, threshold: float = 0.1) -> np.ma.MaskedArray:
     return np.ma.masked_where(amp < threshold * max(amp.max(), 1e-30), np.angle(obj))
 
 
-def _object_box(obj: np.ndarray, threshold: float = 0.1, margin: float = 0.15) -> tuple[slice, ...]:
+def object_box(obj: np.ndarray, threshold: float = 0.1, margin: float = 0.15) -> tuple[slice, ...]:
+    """The box around the object (amplitude >= ``threshold`` of its maximum), with a margin of
+    ``margin`` times its extent (at least 2 pixels) per axis, clipped to the array."""
     amp = np.abs(obj)
     idx = np.nonzero(amp >= threshold * max(amp.max(), 1e-30))
     box = []
@@ -147,7 +149,7 @@ def comparison_figure(
     amplitude_range : amplitude colour scale as fractions of each object's maximum
     """
     if crop:
-        box = _object_box(objects[0][1])
+        box = object_box(objects[0][1])
         objects = [(label, obj[box]) for label, obj in objects]
     objects = [(label, flatten_phase(obj)) for label, obj in objects]
     n_sl = len(central_slices(objects[0][1]))

@@ -130,5 +130,5 @@ def main(quick: bool) -> str:
         "",
         f"Target with the shipped 3D model: p95 ≤ 2 s at one scan per second "
         f"({'met' if np.percentile(net['page'] or [np.inf], 95) <= 2.0 else 'missed'}, on the page). "
-        "Phase retrieval takes longer than the arrival interval, so its backlog grows and its latency with it.",
+        "With `--phase` the figures are reported, with no target.",
     ])

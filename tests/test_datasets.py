@@ -152,3 +152,36 @@ def test_cli_simulate(tmp_path, capsys):
     assert main(["simulate", "polygons", "-n", "2", "-o", str(tmp_path / "bad"), "--photons", "5:1"]) == 2
     assert "photon range" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "bad" / "manifest.json")
+
+
+def test_two_writers_and_rotten_shards_are_caught(tmp_path):
+    import subprocess
+    import sys
+
+    from cdinn.simulate.dataset import verify_shards
+
+    # A second `cdinn simulate` into the same folder fails in one line while the first writes.
+    cmd = [sys.executable, "-m", "cdinn.cli.main", "simulate", "faceted", "-n", "4000", "--shard-size", "4000",
+           "--object-size", "32", "--ndim", "2", "-o", str(tmp_path / "d"), "-q"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list((tmp_path / "d").glob(".shard-*.lock")) and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.wait(timeout=120) == 0
+    assert second.returncode == 2 and "another cdinn simulate" in second.stderr and second.stderr.count("\n") == 1
+    assert len(SimulatedDataset(tmp_path / "d")) == 4000 and not list((tmp_path / "d").glob(".*"))
+    # Complete shards carry checksums: a truncated or deleted one is named, and a rerun remakes it.
+    write_dataset(tmp_path / "e", CONFIG, 48, shard_size=16, workers=0, progress=False)
+    shard = tmp_path / "e" / "shard-00001.h5"
+    good = shard.read_bytes()
+    shard.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError, match="shard-00001.h5: truncated or corrupt"):
+        verify_shards(tmp_path / "e")
+    assert write_dataset(tmp_path / "e", CONFIG, 48, shard_size=16, workers=0, progress=False) == 16
+    assert shard.read_bytes() == good  # the same samples again
+    shard.unlink()
+    from cdinn.train.data import ShardPatterns
+
+    with pytest.raises(InputError, match="shard-00001.h5 is missing"):
+        ShardPatterns(str(tmp_path / "e"), 32, 16)

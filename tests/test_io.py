@@ -147,3 +147,20 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert not dest.exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_killed_writer_leaves_no_debris_after_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from cdinn.io.atomic import atomic_path
+
+    dest = tmp_path / "r.h5"
+    # A writer killed mid-way: its temporary stays behind, named with its (now finished) PID.
+    code = (f"import os, sys\nfrom cdinn.io.atomic import atomic_path\nwith atomic_path({str(dest)!r}) as t:\n"
+            "    t.write_bytes(b'half')\n    os._exit(9)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert len(list(tmp_path.glob(".r.h5.*.tmp"))) == 1 and not dest.exists()
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(b"whole")
+    assert dest.read_bytes() == b"whole" and not list(tmp_path.glob(".*.tmp"))

@@ -12,7 +12,7 @@ import numpy as np
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
-from cdinn.io import write_result
+from cdinn.io import check_output, write_result
 from cdinn.models import load_model
 from cdinn.physics import align, phase_error, ssim_amplitude
 from cdinn.pipeline import DEFAULT_REFINE, invert
@@ -49,11 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``cdinn demo``."""
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     shape = (args.size,) * 3
     if args.size < 16 or args.size > 256 or not 1.5 <= args.oversampling <= 8 or not args.photons > 0 or args.starts < 1:
         raise InputError("demo: --size must be 16-256, --oversampling 1.5-8, --photons positive, --starts at least 1")
+    check_output(out, folder=True)
+    out.mkdir(parents=True, exist_ok=True)
     truth = faceted_crystal(shape, oversampling=args.oversampling, phase_range=3.0, seed=args.seed).numpy()
     pattern = simulate_pattern(truth, photons=args.photons, seed=args.seed).numpy()
     np.save(out / "demo_pattern.npy", pattern)

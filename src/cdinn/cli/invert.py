@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--dilation must not be negative")
     if not 0 < args.threshold < 1:
         raise InputError("--threshold must be between 0 and 1")
-    paths = output_paths(args.data, args.output, args.format)
+    paths = output_paths(args.data, args.output, args.format, (args.mask,))
     model = load_model(args.model, device)
     loaded, failures = {}, 0
     for source in args.data:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -14,10 +15,17 @@ from cdinn.cli.threads import apply_threads
 from cdinn.errors import InputError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error line: ``cdinn CMD: error: ...`` and exit 2, no usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported and registers its options
     (``"*"``: every command's), the others are listed by name and help."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cdinn",
         description="Invert coherent diffraction patterns (2D CDI, 3D Bragg CDI) into complex real-space images.",
     )
@@ -37,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((a for a in argv if a in COMMANDS), None))
     args = parser.parse_args(argv)
+    # SIGTERM (a batch system's stop, `kill`) ends a command like Ctrl-C: writes are atomic, so
+    # nothing partial is left, and the trainer and simulate resume from what they recorded.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if hasattr(args, "threads"):
             apply_threads(args.threads)

@@ -9,7 +9,7 @@ from pathlib import Path
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
-from cdinn.io import RESULT_SUFFIXES, check_result_path, read_array, read_pattern, write_result
+from cdinn.io import RESULT_SUFFIXES, check_output, check_result_path, read_array, read_pattern, write_result
 from cdinn.io.readers import split_key
 from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
@@ -57,22 +57,20 @@ def add_pattern_arguments(p: argparse.ArgumentParser, seed_help: str) -> None:
     add_threads_argument(p)
 
 
-def output_paths(inputs: list[str], output: str, suffix: str) -> list[Path]:
-    """Where each input's result goes; refuses any output that is one of the inputs."""
+def output_paths(inputs: list[str], output: str, suffix: str, also_read: tuple[str | None, ...] = ()) -> list[Path]:
+    """Where each input's result goes, checked before any work: writable, and none of the
+    files the command reads (the inputs and ``also_read``: mask, support)."""
     out = Path(output)
     if len(inputs) == 1 and out.suffix:
-        paths = [check_result_path(out)]
+        paths = [check_output(check_result_path(out), [*inputs, *also_read])]
     else:
+        check_output(out, folder=True)
         if out.exists() and not out.is_dir():
             raise InputError(f"output {out}: several inputs need OUT to be a directory")
         stems = [split_key(i)[0].stem or split_key(i)[0].name for i in inputs]
         if len(set(stems)) != len(stems):
             raise InputError("several inputs share a file name; their results would overwrite each other")
-        paths = [out / f"{stem}{suffix}" for stem in stems]
-    resolved_inputs = {split_key(i)[0].resolve() for i in inputs}
-    for p in paths:
-        if p.resolve() in resolved_inputs:
-            raise InputError(f"output {p} is one of the inputs; refusing to overwrite it")
+        paths = [check_output(out / f"{stem}{suffix}", [*inputs, *also_read]) for stem in stems]
     return paths
 
 
@@ -82,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.starts < 1:
         raise InputError("--starts must be at least 1")
-    paths = output_paths(args.data, args.output, args.format)
+    paths = output_paths(args.data, args.output, args.format, (args.mask, args.support))
     support = None if args.support is None else read_array(args.support)[0] != 0
     failures = 0
     for source, dest in zip(args.data, paths):

@@ -12,7 +12,7 @@ import cdinn
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
-from cdinn.io.readers import split_key
+from cdinn.io.atomic import check_output
 from cdinn.io.scan import load_scan, parse_roi
 from cdinn.physics.geometry import DIFFRACTOMETERS, voxel_sizes
 from cdinn.prepare import CENTRES, METHODS, geometry_from_spec, prepare_pattern, write_prepared
@@ -84,9 +84,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".cxi", ".h5", ".hdf5"):
         raise InputError(f"output {out}: use a .cxi name")
-    inputs = [split_key(x)[0].resolve() for x in (args.data, args.spec, args.dark, args.flat, args.mask) if x]
-    if out.resolve() in inputs:
-        raise InputError(f"output {out} is one of the inputs; refusing to overwrite it")
+    check_output(out, (args.data, args.spec, args.dark, args.flat, args.mask))
     for name in ("energy", "distance", "pixel_size"):
         value = getattr(args, name)
         if value is not None and not (np.isfinite(value) and value > 0):

@@ -11,11 +11,14 @@ import numpy as np
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
-from cdinn.io import Result, read_pattern, read_result, write_result
+from cdinn.io import Result, check_output, check_result_path, read_pattern, read_result, write_result
 from cdinn.physics.geometry import BraggGeometry
 from cdinn.prepare import read_geometry
 from cdinn.report import analyse, comparison_figure, strain_figure, write_vti
 from cdinn.report.figures import describe
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "eps")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +83,20 @@ def run(args: argparse.Namespace) -> int:
     lo, hi = args.amplitude_range
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
         raise InputError(f"--amplitude-range {lo} {hi}: need 0 <= LO < HI (fractions of the maximum)")
+    if tuple(args.hkl) == (0, 0, 0):
+        raise InputError("--hkl 0 0 0 is not a reflection")
+    figure = Path(args.output)
+    if figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise InputError(f"figure {figure}: use one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    reads = (args.result, args.geometry)
+    check_output(figure, reads)
+    if args.vti:
+        check_output(args.vti, reads)
+    if args.cxi:
+        check_output(check_result_path(args.cxi), reads)
     result = read_result(args.result)
+    if result.object.ndim not in (2, 3):
+        raise InputError(f"{args.result}: a {result.object.ndim}D object; cdinn report draws 2D and 3D reconstructions")
     geometry, source = _geometry(args, result)
     if result.object.ndim != 3 or geometry is None:
         if args.vti or args.cxi:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
+from cdinn.io.atomic import check_output
+from cdinn.io.readers import check_fits
 from cdinn.simulate.generators import KINDS, SimulationConfig
 
 EPILOG = """kinds:
@@ -105,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    check_output(args.output, folder=True)
+    # A sample's working set: the padded complex object, its transform and the pattern (~ a dozen
+    # float32 copies of the pattern grid), in each worker process.
+    pixels = float(np.prod(config.pattern_shape))
+    check_fits(pixels * 4 * 12 * max(1, args.workers), f"a {' x '.join(map(str, config.pattern_shape))} pattern per sample")
     t0 = time.perf_counter()
     made = write_dataset(
         args.output, config, args.samples, args.shard_size, args.shard, args.workers, progress=not args.quiet

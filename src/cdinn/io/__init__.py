@@ -1,6 +1,6 @@
 """Readers and writers (npy, npz, HDF5/CXI, TIFF, EDF) and input validation."""
 
-from cdinn.io.atomic import atomic_path
+from cdinn.io.atomic import atomic_path, check_output
 from cdinn.io.readers import PATTERN_SUFFIXES, read_array, read_pattern
 from cdinn.io.results import RESULT_SUFFIXES, Result, check_result_path, read_result, write_result
 from cdinn.io.validate import validate_intensity, validate_mask
@@ -10,6 +10,7 @@ __all__ = [
     "RESULT_SUFFIXES",
     "Result",
     "atomic_path",
+    "check_output",
     "check_result_path",
     "read_array",
     "read_pattern",

@@ -18,26 +18,61 @@ CXI_DATA = "/entry_1/data_1/data"
 CXI_MASKS = ("/entry_1/data_1/mask", "/entry_1/instrument_1/detector_1/mask", "/mask")
 
 
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation now (``MemAvailable``; 8 GiB if unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+def check_fits(nbytes: float, what: str, factor: float = 1.0) -> None:
+    """Refuse, before allocating, work whose arrays (``nbytes`` times ``factor`` copies) exceed
+    the memory available now."""
+    need, have = nbytes * factor, available_memory()
+    if need > have:
+        raise InputError(f"{what} needs about {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of memory available")
+
+
+def _dataset(f: h5py.File, key: str, path: Path) -> np.ndarray:
+    """Read one dataset, refusing what could read another file or exhaust memory."""
+    link = f.get(key, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise InputError(f"{path}: {key!r} is an external link to {link.filename}; cdinn reads only data inside the file")
+    obj = f[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(f"{path}: {key!r} is a group, not a dataset; name the dataset with PATH::KEY")
+    if obj.external or obj.is_virtual:
+        raise InputError(f"{path}: {key!r} stores its data in other files (external or virtual dataset); "
+                         "cdinn reads only data inside the file")
+    check_fits(obj.size * obj.dtype.itemsize, f"{path}: {key!r} of shape {obj.shape}", factor=2.0)
+    return obj[()]
+
+
 def _hdf5_array(f: h5py.File, key: str | None, path: Path) -> np.ndarray:
     if key is not None:
         if key not in f:
             raise InputError(f"{path}: no dataset {key!r}")
-        return f[key][()]
+        return _dataset(f, key, path)
     if CXI_DATA in f:
-        return f[CXI_DATA][()]
+        return _dataset(f, CXI_DATA, path)
     if "data" in f and isinstance(f["data"], h5py.Dataset):
-        return f["data"][()]
+        return _dataset(f, "data", path)
     found: list[str] = []
     f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim >= 2 else None)
     if len(found) == 1:
-        return f[found[0]][()]
+        return _dataset(f, found[0], path)
     raise InputError(f"{path}: cannot tell which dataset holds the pattern ({len(found)} candidates); name it with PATH::KEY")
 
 
-def _hdf5_mask(f: h5py.File) -> np.ndarray | None:
+def _hdf5_mask(f: h5py.File, path: Path) -> np.ndarray | None:
     for name in CXI_MASKS:
         if name in f and isinstance(f[name], h5py.Dataset):
-            return f[name][()]
+            return _dataset(f, name, path)
     return None
 
 
@@ -105,7 +140,7 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise InputError(f"{path}: several arrays ({', '.join(z.files)}) and none named 'data'; name one with PATH::KEY")
         if suffix in (".h5", ".hdf5", ".cxi", ".nxs"):
             with h5py.File(path, "r") as f:
-                return _hdf5_array(f, key, path), (_hdf5_mask(f) if key is None else None)
+                return _hdf5_array(f, key, path), (_hdf5_mask(f, path) if key is None else None)
         if suffix in (".tif", ".tiff"):
             return tifffile.imread(path), None
         if suffix == ".edf":

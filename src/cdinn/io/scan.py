@@ -237,6 +237,16 @@ def load_scan(
             raise InputError(f"{mask}: mask shape {m.shape} matches neither the frame {frame_shape} nor the stack {out.shape}")
         full_mask |= m
         corrections["user_masked_pixels"] = int(m.sum())
+    # NaN/inf in raw frames are pixels the detector did not measure: masked, counted, reported.
+    broken = ~np.isfinite(out)
+    if broken.any():
+        full_mask |= broken
+        corrections["non_finite_pixels_masked"] = int(broken.sum())
+    if (out[~full_mask] < 0).any():
+        raise InputError(f"{data}: {int((out[~full_mask] < 0).sum())} negative counts in the frames; "
+                         "subtract the background with --dark (clipped at 0), or mask those pixels")
+    if full_mask.all():
+        raise InputError(f"{data}: every pixel is masked; nothing was measured")
     out[full_mask] = 0
     if not (out > 0).any():
         raise InputError(f"{data}: no counts left after the detector corrections")

@@ -17,6 +17,7 @@ import torch
 from scipy.ndimage import center_of_mass, uniform_filter
 
 from cdinn.errors import InputError
+from cdinn.io.readers import check_fits
 from cdinn.io.scan import SpecScan
 from cdinn.physics import estimate_oversampling, fill_masked, pad_to
 from cdinn.physics.geometry import DIFFRACTOMETERS, BraggGeometry
@@ -169,6 +170,10 @@ def prepare_pattern(
     out_shape = box if size is None else ((int(size),) * ndim if np.isscalar(size) else tuple(int(s) for s in size))
     if len(out_shape) != ndim or min(out_shape) < 4:
         raise InputError(f"size {size}: need {ndim} sizes of at least 4")
+    if any(n > 8 * b for n, b in zip(out_shape, box)):
+        raise InputError(f"size {tuple(out_shape)}: more than 8 times the {tuple(box)} pixels measured around the peak; "
+                         "the result would be padding (choose --size up to 8x the measurement, or a lower --oversampling)")
+    check_fits(float(np.prod(out_shape)) * 4 * 8, f"a prepared pattern of {' x '.join(map(str, out_shape))} pixels")
     if oversampling is not None and oversampling <= 1:
         raise InputError(f"oversampling {oversampling}: must be above 1 (2 or more for a unique solution)")
     dct = method == "dct" and oversampling is not None

@@ -172,6 +172,8 @@ def phase_retrieval(
         sup = as_tensor(support, dev).to(torch.bool)
         if tuple(sup.shape) != shape:
             raise InputError(f"support shape {tuple(sup.shape)} does not match the pattern shape {shape}")
+    if not bool(sup.any()):
+        raise InputError("the support is empty: nothing could be reconstructed (give a support with some pixels set)")
     if initial is not None:
         x = as_tensor(initial, dev).to(torch.complex64)
         if tuple(x.shape) != shape:
@@ -201,6 +203,9 @@ def phase_retrieval(
     obj = objs[best].cpu().numpy()
     support_out = sups[best].cpu().numpy()
     chi2_out = float(final_chi2[best])
+    if not np.any(obj):
+        raise InputError(f"the reconstruction is empty (all zero, chi² {chi2_out:.3g}): the schedule's support update "
+                         "removed the whole object; use a lower SUP threshold or a larger support")
     averaging = None
     if average_best > 1:
         candidates = [objs[i] for i in order[:average_best]]

@@ -54,6 +54,10 @@ OPERATORS: dict[str, dict[str, float]] = {
     "DIP": {"lr": 0.006},
 }
 ITERATING = ("ER", "HIO", "RAAR", "DM", "AVG", "AD", "TL", "DIP")
+RANGES: dict[str, tuple[float, float]] = {
+    "beta": (0.0, 2.0), "sigma": (0.0, 50.0), "threshold": (0.0, 1.0), "lr": (0.0, 10.0),
+}
+"""Open intervals a parameter must lie in; outside them an operator only destroys the object."""
 
 DEFAULT_RECIPE = "AVG**20 * ER**80 * (SUP * ER**20 * HIO**80)**5"
 """The papers' standard recipe: ER/HIO alternation with shrink-wrap, 600 iterations, the
@@ -161,7 +165,10 @@ class _Parser:
                     raise self.error(f"{name} has no parameter {key[1]!r} (known: {known})", key[2])
                 self.take("SYM", "=")
                 val = self.take("NUM")
-                params[key[1].lower()] = float(val[1])
+                value, (lo, hi) = float(val[1]), RANGES[key[1].lower()]
+                if not lo < value < hi:
+                    raise self.error(f"{name}({key[1]}={val[1]}) must lie between {lo:g} and {hi:g}", val[2])
+                params[key[1].lower()] = value
                 if (sep := self.peek()) is not None and sep[:2] == ("SYM", ","):
                     self.i += 1
                     continue

@@ -22,9 +22,14 @@ otherwise serialise on the writer and cap the throughput.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import multiprocessing as mp
 import os
+import signal
+import sys
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -67,6 +72,85 @@ def _check_manifest(directory: Path, manifest: dict) -> None:
         return
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
+
+
+def file_checksum(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (created, removed after), or fail at once naming ``what``."""
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{what} is being written by another cdinn simulate; wait for it, or use another folder") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _record_checksum(directory: Path, name: str, digest: str) -> None:
+    """Add a complete shard's checksum to the manifest (job-array processes take turns)."""
+    lock = os.open(directory, os.O_RDONLY)  # the folder itself: a lock that leaves no file behind
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # short: wait for the other writer
+        path = directory / MANIFEST
+        manifest = json.loads(path.read_text())
+        manifest.setdefault("checksums", {})[name] = digest
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2))
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+
+
+def verify_shards(directory: Path, require_all: bool = False) -> list[Path]:
+    """The complete shards of a dataset, each checked against the manifest's checksum.
+
+    Parameters
+    ----------
+    directory : dataset folder
+    require_all : every shard the manifest implies must be there (training); else the complete
+        shards present are returned (reading a dataset that is still being written)
+
+    Raises
+    ------
+    InputError
+        A shard missing (with ``require_all``), truncated or corrupt, named, with what to do.
+    """
+    path = directory / MANIFEST
+    if not path.exists():
+        raise InputError(f"{directory}: no {MANIFEST}; not a cdinn simulate dataset")
+    try:
+        manifest = json.loads(path.read_text())
+        expected = -(-int(manifest["n_samples"]) // int(manifest["shard_size"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: not a valid manifest") from None
+    sums = manifest.get("checksums", {})
+    shards = []
+    for j in range(expected):
+        shard = shard_path(directory, j)
+        if not shard.exists():
+            if require_all:
+                raise InputError(f"{directory}: {shard.name} is missing; rerun the same cdinn simulate command to make it")
+            continue
+        if shard.name in sums and file_checksum(shard) != sums[shard.name]:
+            raise InputError(f"{shard}: truncated or corrupt (its checksum differs from the manifest's); "
+                             "rerun the same cdinn simulate command to regenerate it")
+        shards.append(shard)
+    return shards
 
 
 def _resume_point(path: Path) -> int:
@@ -154,6 +238,7 @@ class _ShardWriter:
         self.flush()
         if self.done == self.count:
             os.replace(_partial(self.path), self.path)
+            _record_checksum(self.path.parent, self.path.name, file_checksum(self.path))
             return True
         return False
 
@@ -161,6 +246,10 @@ class _ShardWriter:
 def _init_worker() -> None:
     # One thread per worker process: the workers already fill the cores.
     torch.set_num_threads(1)
+    # The parent decides when to stop: a worker ends quietly when the pool terminates it
+    # (the CLI's SIGTERM -> KeyboardInterrupt handler is for the parent only).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _deflate(arr: np.ndarray) -> bytes:
@@ -237,6 +326,9 @@ def write_dataset(
         first = j * shard_size
         count = min(shard_size, n_samples - first)
         path = shard_path(directory, j)
+        if path.exists() and not _intact(directory, path):
+            print(f"{path}: truncated or corrupt (checksum); regenerating it", file=sys.stderr)
+            path.unlink()
         if not path.exists():
             plan.append((j, first, count, _resume_point(_partial(path))))
     todo = [(j, first + k) for j, first, count, done in plan for k in range(done, count)]
@@ -244,7 +336,25 @@ def write_dataset(
         todo = todo[:max_samples]
     if not todo:
         return 0
+    return _write(directory, config, todo, plan, workers, progress)
 
+
+def _intact(directory: Path, shard: Path) -> bool:
+    """Whether a complete shard matches its recorded checksum (one without a record is recorded)."""
+    sums = json.loads((directory / MANIFEST).read_text()).get("checksums", {})
+    if shard.name not in sums:  # killed between the rename and the record: readable means complete
+        try:
+            with h5py.File(shard, "r") as f:
+                len(f["index"])
+        except (OSError, KeyError):
+            return False
+        _record_checksum(directory, shard.name, file_checksum(shard))
+        return True
+    return file_checksum(shard) == sums[shard.name]
+
+
+def _write(directory: Path, config: SimulationConfig, todo: list, plan: list, workers: int, progress: bool) -> int:
+    """Simulate the ``todo`` samples and write them shard by shard, each shard under its lock."""
     pool = _pool(workers) if workers > 0 else None
     threads = torch.get_num_threads()
     if pool is None:  # as in a worker: these small FFTs lose more to thread overhead than they gain
@@ -253,6 +363,7 @@ def write_dataset(
     results: Iterator = pool.imap(_simulate, tasks) if pool else map(_simulate, tasks)
     shards = {j: (first, count, done) for j, first, count, done in plan}
     current: _ShardWriter | None = None
+    lock = contextlib.ExitStack()
     made = 0
     try:
         with tqdm(total=len(todo), disable=not progress, unit="sample", desc=config.kind) as bar:
@@ -260,13 +371,21 @@ def write_dataset(
                 if current is None or current.shard != j:
                     if current is not None:
                         current.close()
-                    current = _ShardWriter(shard_path(directory, j), config, j, *shards[j])
+                        current = None
+                    lock.close()
+                    # One writer per shard: a second run into the same folder fails here, before it writes.
+                    path = shard_path(directory, j)
+                    lock.enter_context(_locked(directory / f".{path.name}.lock", path))
+                    if path.exists() or _resume_point(_partial(path)) != shards[j][2]:
+                        raise InputError(f"{path} was written by another process meanwhile; rerun to continue")
+                    current = _ShardWriter(path, config, j, *shards[j])
                 current.add(index, rows)
                 made += 1
                 bar.update()
     finally:
         if current is not None:
             current.close()
+        lock.close()
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -285,19 +404,21 @@ class SimulatedDataset(torch.utils.data.Dataset):
         Dataset directory written by :func:`write_dataset`.
     keys : sequence of str
         Arrays to return among ``intensity``, ``amplitude``, ``phase``, ``support``.
+    require_all : every shard of the manifest must be present (else the complete ones are
+        used); each is checked against its checksum either way (:func:`verify_shards`).
 
     Items are dicts of tensors: the requested arrays, ``index`` (sample index) and ``params``
     (float32 vector in the order of :attr:`param_names`); the default collate turns them
     into batches.
     """
 
-    def __init__(self, directory: str | os.PathLike, keys: Sequence[str] = ARRAYS):
+    def __init__(self, directory: str | os.PathLike, keys: Sequence[str] = ARRAYS, require_all: bool = False):
         self.directory = Path(directory)
         unknown = set(keys) - set(ARRAYS)
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}; choose from {ARRAYS}")
         self.keys = tuple(keys)
-        self.paths = sorted(self.directory.glob("shard-*.h5"))
+        self.paths = verify_shards(self.directory, require_all)
         if not self.paths:
             raise InputError(f"{self.directory}: no complete shard (shard-*.h5)")
         lengths = []

@@ -118,7 +118,7 @@ class ShardPatterns(Dataset):
 
     def __init__(self, directory: str, input_size: int, output_size: int, indices: Sequence[int] | None = None,
                  centre: bool = True):
-        self.source = SimulatedDataset(directory, keys=("intensity", "amplitude", "phase", "support"))
+        self.source = SimulatedDataset(directory, keys=("intensity", "amplitude", "phase", "support"), require_all=True)
         self.indices = list(range(len(self.source))) if indices is None else list(indices)
         self.input_size, self.output_size, self.centre = input_size, output_size, centre
 

@@ -127,6 +127,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("phase", "output in a read-only folder", ["phase", "{p}", "-o", "{readonly}/r.h5"]),
     ("phase", "output folder is a file", ["phase", "{p}", "-o", "{afile}/r.h5"]),
     ("phase", "output is a directory", ["phase", "{p}", "-o", "{adir}"]),
+    ("phase", "one bad input among several", ["phase", "{p}", "{nan}", "-o", "{outdir}"]),
     ("phase", "threads 0", ["phase", "{p}", "--threads", "0", "-o", "{out}"]),
     # invert
     ("invert", "unknown model", ["invert", "{p}", "--model", "nope", "-o", "{out}"]),
@@ -143,6 +144,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("invert", "huge count", ["invert", "{p}", "--model", "cdinn2d", "--refine", "ad:1e23", "-o", "{out}"]),
     ("invert", "output over the mask", ["invert", "{p}", "--model", "cdinn2d", "--mask", "{maskz}", "-o", "{maskz}"]),
     ("invert", "NaN pattern", ["invert", "{nan}", "--model", "cdinn2d", "-o", "{out}"]),
+    ("invert", "one bad input among several", ["invert", "{p}", "{nan}", "--model", "cdinn2d", "-o", "{outdir}"]),
     # prepare
     ("prepare", "missing frames", ["prepare", "{root}/nope.tif", "-o", "{root}/x.cxi"]),
     ("prepare", "size 4096", ["prepare", "{p}", "--size", "4096", "-o", "{root}/x.cxi"]),

@@ -37,8 +37,10 @@ def test_several_inputs_go_to_a_directory(tmp_path, pattern_file):
     bad = tmp_path / "scan9.npy"
     np.save(bad, np.full((48, 48), np.nan))
     outdir = tmp_path / "results"
-    code = main(["phase", str(pattern_file), str(second), str(bad), "-o", str(outdir), "--recipe", FAST, "-q", "--format", ".npz"])
-    assert code == 2  # one input failed, the others were processed
+    options = ["-o", str(outdir), "--recipe", FAST, "-q", "--format", ".npz"]
+    assert main(["phase", str(pattern_file), str(second), str(bad), *options]) == 2  # refused before any result
+    assert not outdir.exists()
+    assert main(["phase", str(pattern_file), str(second), *options]) == 0
     assert sorted(p.name for p in outdir.iterdir()) == ["scan7.npz", "scan8.npz"]
 
 

@@ -61,15 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--threshold must be between 0 and 1")
     paths = output_paths(args.data, args.output, args.format, (args.mask,))
     model = load_model(args.model, device)
-    loaded, failures = {}, 0
-    for source in args.data:
-        try:
-            loaded[source] = read_pattern(source, args.mask)
-        except InputError as exc:
-            if len(args.data) == 1:
-                raise
-            failures += 1
-            print(f"cdinn invert: error: {exc}", file=sys.stderr)
+    # Every input is read and checked before the first result is written.
+    loaded, failures = {source: read_pattern(source, args.mask) for source in args.data}, 0
     dest_of = dict(zip(args.data, paths))
     for source, result in invert_many(loaded, model, args.refine, bin_factor=args.bin, threshold=args.threshold,
                                       dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,

@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.data, args.output, args.format, (args.mask, args.support))
     support = None if args.support is None else read_array(args.support)[0] != 0
     failures = 0
+    if len(args.data) > 1:
+        for source in args.data:  # every input checked before the first result is written
+            read_pattern(source, args.mask)
     for source, dest in zip(args.data, paths):
         try:
             intensity, mask = read_pattern(source, args.mask)

@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.cxi:
         check_output(check_result_path(args.cxi), reads)
     result = read_result(args.result)
+    if result.provenance.get("stack"):
+        raise InputError(f"{args.result}: a stack of {result.provenance['stack']} reconstructions; cdinn report draws one "
+                         "(read the stack with cdinn.io.read_result)")
     if result.object.ndim not in (2, 3):
         raise InputError(f"{args.result}: a {result.object.ndim}D object; cdinn report draws 2D and 3D reconstructions")
     geometry, source = _geometry(args, result)

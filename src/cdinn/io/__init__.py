@@ -1,8 +1,8 @@
 """Readers and writers (npy, npz, HDF5/CXI, TIFF, EDF) and input validation."""
 
 from cdinn.io.atomic import atomic_path, check_output
-from cdinn.io.readers import PATTERN_SUFFIXES, read_array, read_pattern
-from cdinn.io.results import RESULT_SUFFIXES, Result, check_result_path, read_result, write_result
+from cdinn.io.readers import PATTERN_SUFFIXES, read_array, read_pattern, read_stack
+from cdinn.io.results import RESULT_SUFFIXES, Result, check_result_path, read_result, stack_results, write_result
 from cdinn.io.validate import validate_intensity, validate_mask
 
 __all__ = [
@@ -14,6 +14,8 @@ __all__ = [
     "check_result_path",
     "read_array",
     "read_pattern",
+    "read_stack",
+    "stack_results",
     "read_result",
     "validate_intensity",
     "validate_mask",

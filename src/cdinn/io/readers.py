@@ -156,6 +156,23 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     raise InputError(f"{path}: unknown format {suffix!r}; supported: {', '.join(PATTERN_SUFFIXES)} or a directory of TIFF frames")
 
 
+def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a stack of N patterns ``(N, *spatial)`` (2D or 3D patterns) and its mask.
+
+    The mask is one pattern's shape (shared) or the stack's (one per pattern); non-zero marks
+    a pixel that was not measured. Each pattern is validated like :func:`read_pattern`'s.
+    """
+    data, own_mask = read_array(spec)
+    stack = validate_intensity(data, f"{spec} (stack)", ndims=(3, 4), per_pattern=True)
+    raw_mask = read_array(mask)[0] if mask is not None else own_mask
+    if raw_mask is None:
+        return stack, None
+    raw_mask = np.asarray(raw_mask)
+    if raw_mask.shape == stack.shape:
+        return stack, raw_mask != 0
+    return stack, validate_mask(raw_mask, stack.shape[1:], f"{mask or spec} (mask)")
+
+
 def read_pattern(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read and validate a measured intensity and its bad-pixel mask.
 

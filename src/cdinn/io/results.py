@@ -26,7 +26,7 @@ class Result:
     ----------
     object : complex64 array, same shape as the input pattern, centred
     support : bool array, same shape
-    chi2 : float
+    chi2 : float, or an array ``(N,)`` for a stack of N reconstructions
         Reciprocal-space chi² of ``object`` against the pattern.
     history : dict of arrays
         Per-iteration traces, e.g. ``chi2`` of the kept solution.
@@ -38,10 +38,24 @@ class Result:
 
     object: np.ndarray
     support: np.ndarray
-    chi2: float
+    chi2: float | np.ndarray
     history: dict[str, np.ndarray] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def stack_results(results: list[Result], seconds: float) -> Result:
+    """One result holding a stack's N reconstructions: ``object`` and ``support`` ``(N, *spatial)``,
+    ``chi2`` ``(N,)``; the provenance of the first (method, parameters) with ``stack`` = N, the
+    chi² median and the whole stack's time."""
+    first = results[0]
+    provenance = {k: v for k, v in first.provenance.items() if k not in ("stages", "timings", "averaging", "best_start")}
+    chi2 = np.array([r.chi2 for r in results], dtype=np.float64)
+    provenance.update({"stack": len(results), "chi2_median": float(np.median(chi2)),
+                       "seeds": [r.provenance.get("seed") for r in results],
+                       "timings": {"total_s": seconds, "per_pattern_s": seconds / len(results)}})
+    return Result(np.stack([r.object for r in results]).astype(np.complex64), np.stack([r.support for r in results]),
+                  chi2, {}, provenance, {})
 
 
 def check_result_path(path: str | Path) -> Path:
@@ -67,7 +81,7 @@ def write_result(path: str | Path, result: Result) -> Path:
             arrays = {
                 "object": result.object.astype(np.complex64),
                 "support": result.support.astype(bool),
-                "chi2": np.float64(result.chi2),
+                "chi2": np.asarray(result.chi2, dtype=np.float64),
                 "provenance": np.array(prov),
             }
             arrays.update({f"history_{k}": v for k, v in result.history.items()})
@@ -81,7 +95,7 @@ def write_result(path: str | Path, result: Result) -> Path:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("object", data=result.object.astype(np.complex64), compression="gzip", shuffle=True)
                 f.create_dataset("support", data=result.support.astype(bool), compression="gzip")
-                f["chi2"] = float(result.chi2)
+                f["chi2"] = np.asarray(result.chi2, dtype=np.float64)
                 f["provenance"] = prov
                 for k, v in result.history.items():
                     f.create_dataset(f"history/{k}", data=v)
@@ -146,7 +160,7 @@ def _write_cxi(f: h5py.File, result: Result, prov: str) -> None:
     config["provenance"] = prov  # everything, as JSON: what cdinn reads back
     results = process.create_group("results")
     results.attrs["NX_class"] = "NXcollection"
-    results["chi2"] = float(result.chi2)
+    results["chi2"] = np.asarray(result.chi2, dtype=np.float64)
     results["chi2"].attrs["long_name"] = "sum (|F(object)| - sqrt(I))^2 / sum I over measured pixels"
     for k, v in result.history.items():
         results.create_dataset(f"history_{k}", data=v)
@@ -164,7 +178,7 @@ def read_result(path: str | Path) -> Result:
             with np.load(p, allow_pickle=False) as z:
                 history = {k[len("history_"):]: z[k] for k in z.files if k.startswith("history_")}
                 extras = {k[len("extras_"):]: z[k] for k in z.files if k.startswith("extras_")}
-                return Result(z["object"], z["support"], float(z["chi2"]), history, json.loads(str(z["provenance"])), extras)
+                return Result(z["object"], z["support"], _chi2(z["chi2"]), history, json.loads(str(z["provenance"])), extras)
         with h5py.File(p, "r") as f:
             if p.suffix.lower() == ".cxi" and f"{CXI_IMAGE}/process_1/configuration/provenance" in f:
                 return _read_cxi(f)
@@ -177,7 +191,7 @@ def read_result(path: str | Path) -> Result:
             extras = {k: f["extras"][k][()] for k in f.get("extras", {})}
             prov = f["provenance"][()]
             prov = prov.decode() if isinstance(prov, bytes) else str(prov)
-            return Result(f["object"][()], f["support"][()], float(f["chi2"][()]), history, json.loads(prov), extras)
+            return Result(f["object"][()], f["support"][()], _chi2(f["chi2"][()]), history, json.loads(prov), extras)
     except InputError:
         raise
     except (OSError, KeyError, ValueError) as exc:
@@ -191,7 +205,13 @@ def _read_cxi(f: h5py.File) -> Result:
     extras = {k: image["extras"][k][()] for k in image.get("extras", {})}
     prov = image["process_1/configuration/provenance"][()]
     prov = prov.decode() if isinstance(prov, bytes) else str(prov)
-    return Result(image["data"][()], image["mask"][()].astype(bool), float(results["chi2"][()]), history, json.loads(prov), extras)
+    return Result(image["data"][()], image["mask"][()].astype(bool), _chi2(results["chi2"][()]), history, json.loads(prov), extras)
+
+
+def _chi2(value: Any) -> float | np.ndarray:
+    """A stored chi²: a float for one reconstruction, an array for a stack."""
+    arr = np.asarray(value, dtype=np.float64)
+    return float(arr) if arr.ndim == 0 else arr
 
 
 def _json_default(obj: Any) -> Any:

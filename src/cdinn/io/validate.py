@@ -7,11 +7,13 @@ import numpy as np
 from cdinn.errors import InputError
 
 
-def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int, ...] = (2, 3),
+                       per_pattern: bool = False) -> np.ndarray:
     """Return ``data`` as float32 if it is a valid measured intensity, else raise.
 
     Valid: a real numeric array with ``ndims`` axes, non-empty, finite, non-negative and not
-    all zero. The input array is never modified.
+    all zero (with ``per_pattern``, a stack along axis 0 whose every pattern holds counts). The
+    input array is never modified.
 
     Raises
     ------
@@ -25,7 +27,7 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
         raise InputError(f"{source}: expected a {' or '.join(f'{n}D' for n in ndims)} pattern, got shape {a.shape}")
     if a.size == 0 or 0 in a.shape:
         raise InputError(f"{source}: the pattern is empty (shape {a.shape})")
-    if min(a.shape) < 4:
+    if min(a.shape[1:] if per_pattern else a.shape) < 4:
         raise InputError(f"{source}: the pattern is too small to reconstruct (shape {a.shape})")
     a = a.astype(np.float32, copy=True)
     bad = ~np.isfinite(a)
@@ -36,7 +38,11 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
             f"{source}: {int((a < 0).sum())} negative intensity value(s) (min {a.min():g}); "
             "subtract the background with clipping, or mask those pixels"
         )
-    if not (a > 0).any():
+    if per_pattern:  # a stack (N, *spatial): each pattern must hold counts
+        empty = ~(a > 0).reshape(len(a), -1).any(axis=1)
+        if empty.any():
+            raise InputError(f"{source}: pattern(s) {', '.join(map(str, np.flatnonzero(empty)[:5]))} of the stack are all zero")
+    elif not (a > 0).any():
         raise InputError(f"{source}: the pattern is all zero")
     return a
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from scipy import ndimage
 
 import cdinn
 from cdinn.errors import InputError
+from cdinn.io.readers import available_memory
 from cdinn.io.results import Result
 from cdinn.models.base import CDIModel
 from cdinn.pipeline.network_refine import fine_tune
@@ -210,8 +211,38 @@ def invert(
     )
 
 
+def network_batch(model: CDIModel, max_batch: int = 512) -> int:
+    """Patterns per network batch: what a quarter of the available memory (at most 2 GiB) holds,
+    counting ~64 float32 copies of the model's input per pattern for the activations."""
+    per_pattern = float(np.prod(model.card["architecture"]["input_shape"]) if hasattr(model, "card") else
+                        model.input_size ** model.ndim) * 4 * 64
+    budget = min(available_memory() / 4, 2 * 2**30)
+    return int(max(1, min(max_batch, budget // per_pattern)))
+
+
+def invert_stack(
+    stack: np.ndarray,
+    mask: np.ndarray | None,
+    model: CDIModel,
+    refine: str | None = DEFAULT_REFINE,
+    batch: int | None = None,
+    **options,
+) -> Iterator[tuple[int, Result | InputError]]:
+    """Invert a stack of patterns ``(N, *spatial)`` in network batches sized to memory
+    (:func:`network_batch`), each pattern refined on its own; results in order.
+
+    ``mask`` is shared ``(*spatial)`` or per pattern ``(N, *spatial)``; ``options`` as for
+    :func:`invert_many`.
+    """
+    per_pattern = mask is not None and mask.shape == stack.shape
+    size = batch or network_batch(model)
+    for start in range(0, len(stack), size):
+        chunk = {i: (stack[i], mask[i] if per_pattern else mask) for i in range(start, min(start + size, len(stack)))}
+        yield from invert_many(chunk, model, refine, **options)
+
+
 def invert_many(
-    patterns: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    patterns: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]],
     model: CDIModel,
     refine: str | None = DEFAULT_REFINE,
     bin_factor: int = 1,
@@ -220,7 +251,7 @@ def invert_many(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = False,
-) -> Iterator[tuple[str, Result | InputError]]:
+) -> Iterator[tuple[Hashable, Result | InputError]]:
     """Invert several patterns: those of one shape go through the network as one batch, then
     each is refined on its own (:func:`invert`); results come as each is done.
 
@@ -233,10 +264,10 @@ def invert_many(
     ------
     (name, Result), or (name, InputError) for a pattern that could not be inverted
     """
-    groups: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    groups: dict[tuple[int, ...], list[Hashable]] = defaultdict(list)
     for name, (pattern, _) in patterns.items():
         groups[tuple(np.shape(pattern))].append(name)
-    predictions: dict[str, tuple[torch.Tensor, GridTransform, float] | InputError] = {}
+    predictions: dict[Hashable, tuple[torch.Tensor, GridTransform, float] | InputError] = {}
     for names in groups.values():
         batch = torch.stack([torch.as_tensor(np.asarray(patterns[n][0], dtype=np.float32)) for n in names]).to(device)
         masks = None

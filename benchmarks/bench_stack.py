@@ -8,26 +8,19 @@ that start-up does not count. Target: ≥ 2,000 patterns/s on this CPU.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import log, table
+from common import log, table, wall_time
 
 from cdinn.simulate import faceted_crystal, simulate_pattern
 
 TITLE = "Stacks: the 2D network through `cdinn invert --stack`"
 ORDER = 55
 RESULTS = "networks"
-
-
-def _wall(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
 
 
 def main(quick: bool) -> str:
@@ -41,7 +34,7 @@ def main(quick: bool) -> str:
             np.save(path, np.stack([base[i % len(base)] for i in range(n)]))
             cmd = [sys.executable, "-m", "cdinn.cli.main", "invert", str(path), "--stack", "--model", "cdinn2d",
                    "--refine", "none", "-o", str(Path(tmp) / f"r{n}.h5"), "-q"]
-            times[n] = min(_wall(cmd) for _ in range(2))
+            times[n] = min(wall_time(cmd) for _ in range(2))
             log(f"stack of {n}: {times[n]:.2f} s")
     rate = (big - 16) / (times[big] - times[16])
     import torch

@@ -8,24 +8,17 @@ Target: the one-iteration ``phase`` ≤ 1.6× the torch import.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import crystal_and_pattern, log, median, table
+from common import crystal_and_pattern, log, median, table, wall_time
 
 TITLE = "Start-up: one-iteration `cdinn phase` against `import torch`"
 ORDER = 5
 RESULTS = "retrieval"
-
-
-def _wall(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
 
 
 def main(quick: bool) -> str:
@@ -41,10 +34,10 @@ def main(quick: bool) -> str:
         }
         times: dict[str, list[float]] = {k: [] for k in variants}
         for name, cmd in variants.items():
-            _wall(cmd)  # file cache
+            wall_time(cmd)  # file cache
         for _ in range(repeats):
             for name, cmd in variants.items():
-                times[name].append(_wall(cmd))
+                times[name].append(wall_time(cmd))
         log(" ".join(f"{k}: {median(v):.2f} s" for k, v in times.items()))
     floor = median(times['python -c "import torch"'])
     rows = [[f"`{k}`", f"{median(v):.2f} s", f"{median(v) / floor:.2f}×"] for k, v in times.items()]

@@ -115,6 +115,15 @@ def fft_pair_time(shape: Sequence[int] = (1,) + SHAPE_3D, pairs: int = 50, use_o
     return (time.perf_counter() - t0) / pairs
 
 
+def wall_time(cmd: Sequence[str]) -> float:
+    """Seconds a whole process takes (its output discarded; a failure raises)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    subprocess.run(list(cmd), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

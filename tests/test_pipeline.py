@@ -48,7 +48,7 @@ def test_grid_round_trip_keeps_the_object():
     back = to_input_grid(torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(coarse))) / 2, transform)
     assert back.shape == (64, 64)
     assert ssim_amplitude(align(back, obj).aligned, obj) > 0.8
-    binned, t2 = to_model_grid(pattern, 32, bin_factor=2)
+    binned, t2 = to_model_grid(pattern, 32, binning=2)
     assert t2.resampled_shape == (32, 32) and float(binned.sum()) == pytest.approx(float(pattern.sum()), rel=1e-5)
 
 
@@ -58,7 +58,7 @@ def test_binning_to_the_model_grid_is_the_mask_aware_one():
     mask = torch.zeros(33, 33, dtype=torch.bool)
     mask[2, 2] = True  # a dead pixel: its block is rescaled from the three measured ones
     pattern[2, 2] = 0.0
-    binned, transform = to_model_grid(pattern, 16, bin_factor=2, mask=mask)
+    binned, transform = to_model_grid(pattern, 16, binning=2, mask=mask)
     # The odd pixel is dropped from both ends alike, so the peak stays at the centre index.
     assert binned.shape == (16, 16) and tuple(np.unravel_index(int(binned.argmax()), (16, 16))) == (8, 8)
     assert float(binned[8, 8]) == 103.0 and torch.allclose(binned[:8, :8], torch.full((8, 8), 4.0))
@@ -141,7 +141,7 @@ def test_mask_follows_the_pattern_to_the_model_grid():
     grid = mask_to_model_grid(mask, transform)
     assert grid.shape == (64, 64) and bool(grid[30:34, 30:34].all()) and bool(grid[0].all())
     assert int(grid[8:56, 8:56].sum()) == 16
-    _, binned = to_model_grid(pattern, 16, bin_factor=2)
+    _, binned = to_model_grid(pattern, 16, binning=2)
     assert int(mask_to_model_grid(mask, binned).sum()) == 4
 
 

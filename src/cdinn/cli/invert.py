@@ -55,7 +55,7 @@ def _invert_stack(args: argparse.Namespace, model, device, paths) -> int:
     stack, mask = stack_input(args, paths)
     t0 = time.perf_counter()
     results = []
-    for name, result in invert_stack(stack, mask, model, args.refine, bin_factor=args.bin, threshold=args.threshold,
+    for name, result in invert_stack(stack, mask, model, args.refine, binning=args.bin, threshold=args.threshold,
                                      dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed):
         if isinstance(result, InputError):
             raise InputError(f"pattern {name} of the stack: {result}")
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # Every input is read and checked before the first result is written.
     loaded, failures = {source: read_pattern(source, args.mask) for source in args.data}, 0
     dest_of = dict(zip(args.data, paths))
-    for source, result in invert_many(loaded, model, args.refine, bin_factor=args.bin, threshold=args.threshold,
+    for source, result in invert_many(loaded, model, args.refine, binning=args.bin, threshold=args.threshold,
                                       dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
                                       progress=not args.quiet):
         if isinstance(result, InputError):

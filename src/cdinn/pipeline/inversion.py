@@ -69,14 +69,14 @@ def refinement_recipe(spec: str | None) -> str:
     return " * ".join(f"({r})" for r in reversed(recipes))
 
 
-def predict(model: CDIModel, patterns: torch.Tensor, bin_factor: int = 1,
+def predict(model: CDIModel, patterns: torch.Tensor, binning: int = 1,
             masks: torch.Tensor | None = None) -> tuple[torch.Tensor, GridTransform]:
     """Network prediction for a batch of patterns ``(B, *spatial)`` of the same shape.
 
     Returns the raw complex predictions on the model's output grid and the grid transform.
     """
     check_dimensionality(patterns.ndim - 1, model.ndim, model.family)
-    on_grid, transform = to_model_grid(patterns, model.input_size, bin_factor, ndim=model.ndim, oversampling=model_oversampling(model), mask=masks)
+    on_grid, transform = to_model_grid(patterns, model.input_size, binning, ndim=model.ndim, oversampling=model_oversampling(model), mask=masks)
     device = next(model.parameters()).device
     grid_mask = None if masks is None else mask_to_model_grid(masks, transform).to(device)
     return model.predict(on_grid.to(device), grid_mask), transform
@@ -100,10 +100,10 @@ class NetworkRefiner:
     seed : seed of DIP's random network
     """
 
-    def __init__(self, model: CDIModel, measurement: Measurement, transform: GridTransform, bin_factor: int,
+    def __init__(self, model: CDIModel, measurement: Measurement, transform: GridTransform, binning: int,
                  threshold: float, dilation: int, seed: int):
         self.model, self.transform, self.threshold, self.dilation, self.seed = model, transform, threshold, dilation, seed
-        self.on_grid, _ = to_model_grid(measurement.intensity, model.input_size, bin_factor, oversampling=model_oversampling(model),
+        self.on_grid, _ = to_model_grid(measurement.intensity, model.input_size, binning, oversampling=model_oversampling(model),
                                       mask=measurement.mask)
         self.mask = None if measurement.mask is None else mask_to_model_grid(measurement.mask, transform)
 
@@ -121,7 +121,7 @@ def invert(
     model: CDIModel,
     refine: str | None = DEFAULT_REFINE,
     mask: np.ndarray | None = None,
-    bin_factor: int = 1,
+    binning: int = 1,
     threshold: float = 0.1,
     dilation: int = DEFAULT_DILATION,
     device: str | torch.device = "cpu",
@@ -138,7 +138,7 @@ def invert(
     refine : a recipe (``ER**50``, ``ER**20 * AD**10``, ``ER**10 * TL**3``, ...), ``none``, or
         the earlier chain forms (:func:`refinement_recipe`)
     mask : non-zero where a pixel was not measured
-    bin_factor : integer binning before the network
+    binning : integer binning before the network
     threshold : support threshold of the prediction's amplitude
     dilation : voxels by which the prediction's support is grown before refinement
     prediction : a precomputed ``(raw prediction, transform, seconds)`` for this pattern (batched
@@ -161,7 +161,7 @@ def invert(
     t = time.perf_counter()
     if prediction is None:
         masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
-        raw, transform = predict(model, measurement.intensity.unsqueeze(0), bin_factor, masks)
+        raw, transform = predict(model, measurement.intensity.unsqueeze(0), binning, masks)
         raw = raw[0]
         timings["predict_s"] = time.perf_counter() - t
     else:
@@ -169,7 +169,7 @@ def invert(
 
     t = time.perf_counter()
     obj, support = to_measured_grid(raw, transform, threshold, dilation)
-    network = NetworkRefiner(model, measurement, transform, bin_factor, threshold, dilation, seed) if any(
+    network = NetworkRefiner(model, measurement, transform, binning, threshold, dilation, seed) if any(
         s.name in ("TL", "DIP") for s in steps) else None
     state = State.from_object(measurement, obj, support, network)
     nn_object = state.objects()[0].clone()
@@ -245,7 +245,7 @@ def invert_many(
     patterns: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]],
     model: CDIModel,
     refine: str | None = DEFAULT_REFINE,
-    bin_factor: int = 1,
+    binning: int = 1,
     threshold: float = 0.1,
     dilation: int = DEFAULT_DILATION,
     device: str | torch.device = "cpu",
@@ -258,7 +258,7 @@ def invert_many(
     Parameters
     ----------
     patterns : name -> (intensity, mask or None)
-    model, refine, bin_factor, threshold, dilation, device, seed, progress : as for :func:`invert`
+    model, refine, binning, threshold, dilation, device, seed, progress : as for :func:`invert`
 
     Yields
     ------
@@ -276,7 +276,7 @@ def invert_many(
                                  else torch.as_tensor(np.asarray(patterns[n][1]) != 0) for n in names]).to(device)
         t = time.perf_counter()
         try:
-            raw, transform = predict(model, batch, bin_factor, masks)
+            raw, transform = predict(model, batch, binning, masks)
         except InputError as exc:
             predictions.update({n: exc for n in names})
             continue
@@ -288,7 +288,7 @@ def invert_many(
             yield name, done
             continue
         try:
-            yield name, invert(pattern, model, refine, mask=mask, bin_factor=bin_factor, threshold=threshold, dilation=dilation,
+            yield name, invert(pattern, model, refine, mask=mask, binning=binning, threshold=threshold, dilation=dilation,
                                device=device, seed=seed, prediction=done, progress=progress)
         except InputError as exc:
             yield name, exc

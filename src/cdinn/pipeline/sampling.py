@@ -30,10 +30,10 @@ class GridTransform:
     Attributes
     ----------
     input_shape : shape of the measured pattern
-    resampled_shape : shape after integer binning (``bin`` per axis) and resampling to the
+    resampled_shape : shape after integer binning (``binning`` per axis) and resampling to the
         model's oversampling, over the measured q-range
     model_shape : the network's input shape (after crop or zero-padding)
-    bin : binning factor per axis (1 = none)
+    binning : integer binning per axis (1 = none)
     oversampling_measured : estimated oversampling per axis of the (binned) pattern, when the
         model's range was known (:func:`cdinn.physics.support.estimate_oversampling` units)
     oversampling_model : the oversampling per axis the pattern was brought to
@@ -42,7 +42,7 @@ class GridTransform:
     input_shape: tuple[int, ...]
     resampled_shape: tuple[int, ...]
     model_shape: tuple[int, ...]
-    bin: tuple[int, ...]
+    binning: tuple[int, ...]
     oversampling_measured: tuple[float, ...] | None = None
     oversampling_model: tuple[float, ...] | None = None
 
@@ -53,7 +53,7 @@ class GridTransform:
 def to_model_grid(
     intensity: torch.Tensor,
     model_size: int,
-    bin_factor: int = 1,
+    binning: int = 1,
     ndim: int | None = None,
     oversampling: tuple[float, float] | None = None,
     mask: torch.Tensor | None = None,
@@ -65,7 +65,7 @@ def to_model_grid(
     intensity : tensor ``(*spatial)`` or ``(B, *spatial)`` (a batch shares one transform,
         estimated on its summed pattern)
     model_size : the network's input size per axis
-    bin_factor : integer binning applied first (:func:`cdinn.prepare.bin_pattern`: sums counts,
+    binning : integer binning applied first (:func:`cdinn.prepare.bin_pattern`: sums counts,
         partly masked blocks rescaled)
     ndim : number of spatial axes (default: all axes of ``intensity``)
     oversampling : ``(lo, hi)`` the model was trained on (its card's ``oversampling_range``);
@@ -77,8 +77,8 @@ def to_model_grid(
     ndim = intensity.ndim if ndim is None else ndim
     shape = tuple(intensity.shape[-ndim:])
     x = intensity
-    if bin_factor > 1:
-        x = torch.from_numpy(_binned(x, mask, bin_factor, ndim)[0]).to(intensity.device)
+    if binning > 1:
+        x = torch.from_numpy(_binned(x, mask, binning, ndim)[0]).to(intensity.device)
     measured = model_os = None
     if oversampling is not None:
         lead = x.shape[:-ndim]
@@ -91,7 +91,7 @@ def to_model_grid(
             x = torch.from_numpy(np.stack([resample_pattern(p, new) for p in flat])).reshape(lead + new).to(intensity.device)
     resampled = tuple(x.shape[-ndim:])
     target = (model_size,) * ndim
-    return fit_to(x, target), GridTransform(shape, resampled, target, (bin_factor,) * ndim, measured, model_os)
+    return fit_to(x, target), GridTransform(shape, resampled, target, (binning,) * ndim, measured, model_os)
 
 
 def to_input_grid(obj: torch.Tensor, transform: GridTransform) -> torch.Tensor:
@@ -136,7 +136,7 @@ def mask_to_model_grid(mask: torch.Tensor, transform: GridTransform) -> torch.Te
     m = mask.to(torch.bool)
     lead = m.shape[:-ndim]
     flat = m.reshape((-1,) + tuple(m.shape[-ndim:])).cpu().numpy()
-    binning = transform.bin[0]
+    binning = transform.binning[0]
     if binning > 1:
         binned = _binned(m, m, binning, ndim)[1]
         flat = binned.reshape((-1,) + binned.shape[-ndim:])

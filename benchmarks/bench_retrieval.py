@@ -21,11 +21,13 @@ from common import (
     timed,
 )
 
+import torch
+
 from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval
 
 TITLE = "Per-iteration cost vs the FFT floor (64³, one start, CPU)"
 ORDER = 10
-TARGET = 1.5
+TARGET = 1.3  # issue 14: per iteration, against the fastest FFT pair on the same threads
 ALGORITHMS = ("ER", "HIO", "RAAR", "DM")
 
 
@@ -40,7 +42,7 @@ def main(quick: bool = False) -> str:
     _run(pattern, "ER**5", 0)  # warm-up: FFT plans, allocator
 
     # --- whole default recipe -------------------------------------------------------------
-    rows = {k: [] for k in ("out", "alloc", "per_it", "loop_it", "ratio_out", "ratio_alloc", "ratio_loop")}
+    rows = {k: [] for k in ("out", "alloc", "per_it", "loop_it", "ratio_out", "ratio_alloc", "ratio_loop", "ratio_fastest")}
     chi2s, scores = [], []
     n_iter = 600
     for rep in range(reps):
@@ -55,13 +57,15 @@ def main(quick: bool = False) -> str:
         loop_it = (t_full - t_one) / (n_iter - 1)
         out, alloc = median(f_out), median(f_alloc)
         for key, val in (("out", out), ("alloc", alloc), ("per_it", per_it), ("loop_it", loop_it),
-                         ("ratio_out", per_it / out), ("ratio_alloc", per_it / alloc), ("ratio_loop", loop_it / out)):
+                         ("ratio_out", per_it / out), ("ratio_alloc", per_it / alloc), ("ratio_loop", loop_it / out),
+                         ("ratio_fastest", per_it / min(out, alloc))):
             rows[key].append(val)
         chi2s.append(res.chi2)
         scores.append(score(res.object, truth))
         log(f"rep {rep}: {ms(per_it)}/it, FFT pair {ms(out)} (out=) {ms(alloc)} (alloc): ratio {per_it / out:.2f}")
 
-    ratio = median(rows["ratio_out"])
+    # The honest floor is the fastest FFT pair torch offers on these threads (issue 14).
+    ratio = median(rows["ratio_fastest"])
     verdict = "meets" if ratio <= TARGET else "misses"
     md = [
         f"Pattern: faceted crystal seed {PATTERN_SEED}, 64³, Poisson noise 1e9 photons; recipe "
@@ -76,7 +80,8 @@ def main(quick: bool = False) -> str:
                 ["FFT floor: fftn + ifftn 64³ c64, allocating", spread([x * 1e3 for x in rows["alloc"]], "{:.2f}") + " ms"],
                 ["default recipe, whole call / iterations", spread([x * 1e3 for x in rows["per_it"]], "{:.2f}") + " ms"],
                 ["default recipe, loop only ((t₆₀₀ − t₁)/599)", spread([x * 1e3 for x in rows["loop_it"]], "{:.2f}") + " ms"],
-                ["**ratio whole call / FFT floor (`out=`)**", f"**{spread(rows['ratio_out'], '{:.2f}')}**"],
+                ["**ratio whole call / fastest FFT pair (either variant)**", f"**{spread(rows['ratio_fastest'], '{:.2f}')}**"],
+                ["ratio whole call / FFT floor (`out=`)", spread(rows["ratio_out"], "{:.2f}")],
                 ["ratio whole call / FFT floor (allocating)", spread(rows["ratio_alloc"], "{:.2f}")],
                 ["ratio loop only / FFT floor (`out=`)", spread(rows["ratio_loop"], "{:.2f}")],
                 ["final chi² of the runs", spread(chi2s, "{:.2e}")],
@@ -85,7 +90,8 @@ def main(quick: bool = False) -> str:
             ],
         ),
         "",
-        f"Target ≤ {TARGET}× the FFT floor: **{verdict}** ({ratio:.2f}×, median).",
+        f"Target ≤ {TARGET}× the fastest FFT pair (issue 14; issue 2 asked ≤ 1.5× the `out=` pair): **{verdict}** "
+        f"({ratio:.2f}×, median; {torch.get_num_threads()} threads).",
     ]
 
     # --- per algorithm ----------------------------------------------------------------------

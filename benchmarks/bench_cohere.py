@@ -61,8 +61,9 @@ COHERE_PARAMS = {
 }
 
 
-def run_cohere(pattern: np.ndarray, support: np.ndarray, workdir: Path) -> tuple[float, np.ndarray, list]:
-    """One cohere reconstruction; returns (seconds, final image, cohere's own error history)."""
+def run_cohere(pattern: np.ndarray, support: np.ndarray, workdir: Path, config: dict | None = None) -> tuple[float, np.ndarray, list]:
+    """One cohere reconstruction (``config``: its parameters, default :data:`COHERE_PARAMS`);
+    returns (seconds, final image, cohere's own error history)."""
     from cohere_core.controller import phasing
 
     data_file = workdir / "data.npy"
@@ -72,7 +73,7 @@ def run_cohere(pattern: np.ndarray, support: np.ndarray, workdir: Path) -> tuple
         cont = workdir / "continue"
         cont.mkdir()
         np.save(cont / "support.npy", support.astype(np.float32))
-    params = dict(COHERE_PARAMS, continue_dir=str(workdir / "continue"))
+    params = dict(COHERE_PARAMS if config is None else config, continue_dir=str(workdir / "continue"))
     sink = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sink):

@@ -152,3 +152,14 @@ def test_bad_arguments_are_input_errors(crystal2d):
         phase_retrieval(pattern, support=np.ones((8, 8), bool))
     with pytest.raises(InputError):
         phase_retrieval(pattern, device="cuda" if not torch.cuda.is_available() else "nonsense")
+
+
+def test_a_pattern_that_cannot_fit_is_refused_before_any_allocation(monkeypatch, crystal2d):
+    from cdinn.retrieval import engine
+
+    pattern = simulate_pattern(crystal2d, photons=1e7, seed=0).numpy()
+    monkeypatch.setattr(engine, "available_memory", lambda: 64 * 64 * 50)  # a machine with almost nothing free
+    with pytest.raises(InputError, match="GiB are available"):
+        phase_retrieval(pattern, "ER**3", starts=2, progress=False)
+    monkeypatch.setattr(engine, "available_memory", lambda: 8 << 30)
+    assert phase_retrieval(pattern, "ER**3", starts=2, progress=False).chi2 < 1

@@ -10,6 +10,7 @@ import torch
 
 import cdinn
 from cdinn.errors import InputError
+from cdinn.io.readers import available_memory
 from cdinn.io.results import Result
 from cdinn.physics.alignment import align
 from cdinn.physics.fourier import as_tensor
@@ -93,6 +94,23 @@ def average_starts(measurement: Measurement, objects: Sequence[torch.Tensor], ch
     return dict(report, object=average, used=len(agreeing) + 1, chi2=chi2_avg, chi2_average=chi2_avg, note="")
 
 
+BYTES_PER_VOXEL = {"measurement": 12, "per_batched_start": 64, "per_start": 24}
+"""Working set of phase retrieval per voxel: the measurement (intensity, amplitude, mask), each
+start iterated at once (object, projector buffers, support, average, temporaries: complex64),
+and each start kept until the best is chosen (its initial values and final object)."""
+
+
+def check_memory(voxels: int, batch: int, starts: int, device: torch.device) -> None:
+    """Refuse, before allocating, a reconstruction whose working set exceeds the memory
+    available now (host memory on a CPU, free device memory on a GPU)."""
+    need = voxels * (BYTES_PER_VOXEL["measurement"] + batch * BYTES_PER_VOXEL["per_batched_start"]
+                     + starts * BYTES_PER_VOXEL["per_start"])
+    have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    if need > have:
+        raise InputError(f"a {voxels:,}-voxel pattern with {starts} start(s) ({batch} at once) needs about "
+                         f"{need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available (fewer starts, or --device)")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -160,6 +178,12 @@ def phase_retrieval(
     if not 1 <= average_best <= starts:
         raise InputError(f"average_best must be between 1 and starts={starts}, got {average_best}")
 
+    if batch is None:
+        batch = starts if dev.type == "cuda" else 1
+    if batch < 1:
+        raise InputError(f"batch must be >= 1, got {batch}")
+    check_memory(int(np.prod(np.shape(intensity.intensity if isinstance(intensity, Measurement) else intensity))),
+                 min(batch, starts), starts, dev)
     measurement = intensity if isinstance(intensity, Measurement) else Measurement(intensity, mask, dev)
     ndim, shape = measurement.ndim, measurement.shape
     if seed is None:  # drawn, and recorded in the provenance, so that the run can be repeated
@@ -186,10 +210,6 @@ def phase_retrieval(
     sup = sup.unsqueeze(0).expand((starts,) + shape)
 
     n_iter = sum(s.name in ITERATING for s in steps)
-    if batch is None:
-        batch = starts if dev.type == "cuda" else 1
-    if batch < 1:
-        raise InputError(f"batch must be >= 1, got {batch}")
     states = [run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress, label="phase retrieval")
               for i in range(0, starts, batch)]
     final_chi2 = torch.cat([s.chi2() for s in states])

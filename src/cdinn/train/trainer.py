@@ -50,6 +50,10 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
     centre = bool(d.pop("centre", True))
     if kind == "shards":
         # A `cdinn simulate` dataset; the last n_val samples are the validation set.
+        extra = set(d) - {"path", "n_val"}
+        if "path" not in d or extra:
+            raise InputError(f"data: kind = 'shards' takes 'path' (required) and 'n_val'"
+                             + (f"; unknown: {', '.join(sorted(extra))}" if extra else ""))
         full = ShardPatterns(d["path"], model.input_size, model.output_size)
         n_val = int(d.get("n_val", max(1, len(full) // 10)))
         if not 0 < n_val < len(full):

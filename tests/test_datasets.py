@@ -161,7 +161,7 @@ def test_two_writers_and_rotten_shards_are_caught(tmp_path):
     from cdinn.simulate.dataset import verify_shards
 
     # A second `cdinn simulate` into the same folder fails in one line while the first writes.
-    cmd = [sys.executable, "-m", "cdinn.cli.main", "simulate", "faceted", "-n", "4000", "--shard-size", "4000",
+    cmd = [sys.executable, "-m", "cdinn.cli.main", "simulate", "faceted", "-n", "6000", "--shard-size", "6000",
            "--object-size", "32", "--ndim", "2", "-o", str(tmp_path / "d"), "-q"]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -170,7 +170,7 @@ def test_two_writers_and_rotten_shards_are_caught(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True)
     assert first.wait(timeout=120) == 0
     assert second.returncode == 2 and "another cdinn simulate" in second.stderr and second.stderr.count("\n") == 1
-    assert len(SimulatedDataset(tmp_path / "d")) == 4000 and not list((tmp_path / "d").glob(".*"))
+    assert len(SimulatedDataset(tmp_path / "d")) == 6000 and not list((tmp_path / "d").glob(".*"))
     # Complete shards carry checksums: a truncated or deleted one is named, and a rerun remakes it.
     write_dataset(tmp_path / "e", CONFIG, 48, shard_size=16, workers=0, progress=False)
     shard = tmp_path / "e" / "shard-00001.h5"

@@ -50,6 +50,8 @@ def _stats(values: list[float], fmt: str) -> str:
 
 def _whole_process(cases: list[np.ndarray], model: str) -> dict[str, float]:
     """Wall seconds of one `cdinn phase` and one `cdinn invert` process on the same files."""
+    # Both commands on the same threads (the CLI's default depends on what else runs at start).
+    threads = ["--threads", str(torch.get_num_threads())]
     cli = [sys.executable, "-m", "cdinn.cli.main"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,8 +61,8 @@ def _whole_process(cases: list[np.ndarray], model: str) -> dict[str, float]:
         for i, pattern in enumerate(cases):
             files.append(str(d / f"scan{i:03d}.npy"))
             np.save(files[-1], pattern)
-        for label, args in (("phase", ["phase", *files, "-o", f"{tmp}/phase/", "--seed", "0", "-q"]),
-                            ("invert", ["invert", *files, "-o", f"{tmp}/invert/", "--model", model, "-q"])):
+        for label, args in (("phase", ["phase", *files, "-o", f"{tmp}/phase/", "--seed", "0", "-q", *threads]),
+                            ("invert", ["invert", *files, "-o", f"{tmp}/invert/", "--model", model, "-q", *threads])):
             t = time.perf_counter()
             proc = subprocess.run(cli + args, capture_output=True, text=True)
             out[label] = time.perf_counter() - t

@@ -30,12 +30,13 @@ def available_memory() -> int:
     return 8 << 30
 
 
-def check_fits(nbytes: float, what: str, factor: float = 1.0) -> None:
+def check_fits(nbytes: float, what: str, factor: float = 1.0, available: float | None = None, hint: str = "") -> None:
     """Refuse, before allocating, work whose arrays (``nbytes`` times ``factor`` copies) exceed
-    the memory available now."""
-    need, have = nbytes * factor, available_memory()
+    the memory available now (``available`` bytes, default :func:`available_memory`)."""
+    need = nbytes * factor
+    have = available_memory() if available is None else available
     if need > have:
-        raise InputError(f"{what} needs about {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of memory available")
+        raise InputError(f"{what} needs about {need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available{hint}")
 
 
 def _dataset(f: h5py.File, key: str, path: Path) -> np.ndarray:

@@ -214,8 +214,7 @@ def invert(
 def network_batch(model: CDIModel, max_batch: int = 512) -> int:
     """Patterns per network batch: what a quarter of the available memory (at most 2 GiB) holds,
     counting ~64 float32 copies of the model's input per pattern for the activations."""
-    per_pattern = float(np.prod(model.card["architecture"]["input_shape"]) if hasattr(model, "card") else
-                        model.input_size ** model.ndim) * 4 * 64
+    per_pattern = float(model.input_size ** model.ndim) * 4 * 64
     budget = min(available_memory() / 4, 2 * 2**30)
     return int(max(1, min(max_batch, budget // per_pattern)))
 

@@ -10,7 +10,7 @@ import torch
 
 import cdinn
 from cdinn.errors import InputError
-from cdinn.io.readers import available_memory
+from cdinn.io.readers import available_memory, check_fits
 from cdinn.io.results import Result
 from cdinn.physics.alignment import align
 from cdinn.physics.fourier import as_tensor
@@ -106,9 +106,8 @@ def check_memory(voxels: int, batch: int, starts: int, device: torch.device) -> 
     need = voxels * (BYTES_PER_VOXEL["measurement"] + batch * BYTES_PER_VOXEL["per_batched_start"]
                      + starts * BYTES_PER_VOXEL["per_start"])
     have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
-    if need > have:
-        raise InputError(f"a {voxels:,}-voxel pattern with {starts} start(s) ({batch} at once) needs about "
-                         f"{need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available (fewer starts, or --device)")
+    check_fits(need, f"a {voxels:,}-voxel pattern with {starts} start(s) ({batch} at once)", available=have,
+               hint=" (fewer starts, or another --device)")
 
 
 def _sync(device: torch.device) -> None:

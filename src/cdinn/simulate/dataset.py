@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -75,7 +76,15 @@ def _check_manifest(directory: Path, manifest: dict) -> None:
 
 
 def file_checksum(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
+    """SHA-256 of a file's bytes (computed once per version of the file in a process)."""
+    st = path.stat()
+    return _checksum(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime key the cache: a training run opens the same shards several times
+    # (the whole set, then its train and validation splits) and hashes each once.
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -40,6 +40,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# What the CLI does (cdinn/cli/main.py): spinning OpenBLAS threads would slow the torch call
+# timed right after each numpy scoring.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from common import ROOT, log, machine  # noqa: E402
 

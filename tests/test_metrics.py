@@ -85,3 +85,26 @@ def test_fsc_and_spectral_weight(crystal3d):
     sw = spectral_weight(intensity(crystal3d))
     assert sw.shape == (16,)
     assert sw[0] > 100 * sw[-1]  # compact object: weight falls with frequency
+
+
+@pytest.mark.parametrize("shape,photons", [((64, 64), 1e6), ((64, 64), 1e8), ((48, 48, 48), 1e7)])
+def test_noise_floor_is_the_true_objects_chi2(shape, photons):
+    """The floor estimated from the counts alone matches the chi² of the object that made them."""
+    from cdinn.physics.noise import noise_floor_chi2
+    from cdinn.simulate import faceted_crystal, simulate_pattern
+
+    truth = faceted_crystal(shape, oversampling=2.8, phase_range=2.0, seed=5)
+    counts = simulate_pattern(truth, photons=photons, seed=6)
+    true_chi2 = float(chi2(intensity(truth), counts))
+    floor = noise_floor_chi2(counts)
+    assert 0.9 * true_chi2 <= floor <= 1.12 * true_chi2, (floor, true_chi2)
+    # Masked pixels do not count: a gap and a beamstop change little.
+    mask = np.zeros(shape, dtype=bool)
+    mask[:, 40:43] = True
+    mask[tuple(slice(n // 2 - 2, n // 2 + 3) for n in shape)] = True
+    masked = noise_floor_chi2(counts, mask)
+    true_masked = float(chi2(intensity(truth), counts, mask))
+    assert 0.9 * true_masked <= masked <= 1.12 * true_masked, (masked, true_masked)
+    # Without photon counts there is no floor to know.
+    assert noise_floor_chi2(counts * 1.5) is None
+    assert noise_floor_chi2(counts - 1.0) is None

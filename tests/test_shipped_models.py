@@ -70,3 +70,55 @@ def test_refinements_honour_a_beamstop_and_a_gap_with_the_shipped_3d_model():
     against_truth = {r: float(chi2(intensity(torch.from_numpy(res.object)), full)) for r, res in results.items()}
     for r in ("ER**20 * AD**10", "ER**10 * TL**3"):
         assert against_truth[r] <= against_truth["none"], against_truth
+
+
+@pytest.mark.parametrize("name", [c["name"] for c in shipped_models()])
+def test_bf16_inference_predicts_what_fp32_does(name):
+    """The fast arithmetic changes the prediction far less than the prediction's own error."""
+    model = load_model(name)
+    pattern, truth = next(_cases(model.card, model))
+    fp32 = invert(pattern, model, refine="none", precision="fp32")
+    bf16 = invert(pattern, model, refine="none", precision="bf16")
+    assert fp32.provenance["precision"] == "float32" and bf16.provenance["precision"] == "bfloat16"
+    a = align(bf16.object, fp32.object)
+    assert a.correlation >= 0.99, a.correlation
+    assert support_dice(a.aligned, fp32.object, aligned=True) >= 0.95
+    assert abs(phase_error(bf16.object, truth) - phase_error(fp32.object, truth)) <= 0.05
+
+
+def test_inference_dtype_follows_the_request_and_the_hardware():
+    from cdinn.models.base import inference_dtype
+
+    cpu = torch.device("cpu")
+    assert inference_dtype(cpu, "fp32") == torch.float32
+    assert inference_dtype(cpu, "bf16") == torch.bfloat16
+    assert inference_dtype(cpu, "auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="precision"):
+        inference_dtype(cpu, "fp16")
+
+
+def test_a_stagnated_refinement_is_retried_until_it_reaches_the_noise_floor():
+    from cdinn.pipeline.inversion import CONVERGED
+    from cdinn.simulate import faceted_crystal, simulate_pattern
+
+    names = [c["name"] for c in shipped_models() if c["architecture"]["ndim"] == 3]
+    if not names:
+        pytest.skip("no shipped 3D model")
+    model = load_model(names[0])
+    truth = faceted_crystal((64, 64, 64), oversampling=3.0, phase_range=2.5, seed=77)
+    pattern = simulate_pattern(truth, photons=1e7, seed=77).numpy()
+    # Two ER iterations cannot converge; asked to retry, invert goes on until the floor.
+    short = invert(pattern, model, refine="ER**2", retry=True)
+    p = short.provenance
+    assert p["retries"], p["stages"]
+    assert p["chi2_noise_floor"] is not None
+    first = [s for s in p["stages"] if not s["stage"].startswith(("retry", "network"))][-1]["chi2"]
+    assert first > CONVERGED * p["chi2_noise_floor"]
+    assert short.chi2 == min([first] + [a["chi2"] for a in p["retries"]])
+    assert short.chi2 <= CONVERGED * p["chi2_noise_floor"], p["retries"]
+    assert phase_error(short.object, truth) <= 0.2
+    # An explicit recipe runs as written unless retries are asked for.
+    assert invert(pattern, model, refine="ER**2").provenance["retries"] == []
+    # Data that are not photon counts have no floor: nothing is retried.
+    scaled = invert(pattern * 0.37, model, refine="ER**2", retry=True).provenance
+    assert scaled["chi2_noise_floor"] is None and scaled["retries"] == []

@@ -7,10 +7,11 @@ import sys
 import time
 
 from cdinn.cli import COMMANDS
-from cdinn.cli.phase import add_pattern_arguments, output_paths, stack_input
+from cdinn.cli.phase import add_pattern_arguments, noise_floor_text, output_paths, stack_input
 from cdinn.errors import InputError
 from cdinn.io import read_pattern, stack_results, write_result
 from cdinn.models import load_model
+from cdinn.models.base import PRECISIONS
 from cdinn.pipeline import DEFAULT_REFINE, invert_many, invert_stack, refinement_recipe
 from cdinn.pipeline.inversion import DEFAULT_DILATION
 from cdinn.prepare.cxi import input_record
@@ -27,7 +28,7 @@ examples: "ER**50" (the AutoPhaseNN paper's protocol), "ER**20 * AD**10", "ER**1
 tl:N, dip:N chained with '+' still work and are recorded as the recipe they mean.
 
 models: a shipped model name (cdinn models lists them), a .pt file with its .json card, or a
-training run directory. Patterns of the same shape go through the network as one batch.
+training run directory. Patterns of the same shape go through the network together, in batches sized to the device.
 """
 
 
@@ -47,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.1, help="support threshold of the prediction (default 0.1)")
     p.add_argument("--dilation", type=int, default=DEFAULT_DILATION,
                    help=f"voxels by which the prediction's support grows before refinement (default {DEFAULT_DILATION})")
+    p.add_argument("--retry", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the refined chi² stays above the counting-noise floor, retry (a wider support and a "
+                        "longer schedule, then cdinn phase) and keep the lowest chi²; default: with the default "
+                        "refinement only")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the network's arithmetic: auto (bf16 where the CPU or GPU computes it natively), fp32 or bf16")
     p.set_defaults(run=run)
 
 
@@ -56,7 +63,8 @@ def _invert_stack(args: argparse.Namespace, model, device, paths) -> int:
     t0 = time.perf_counter()
     results = []
     for name, result in invert_stack(stack, mask, model, args.refine, binning=args.bin, threshold=args.threshold,
-                                     dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed):
+                                     dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
+                                     precision=args.precision, retry=args.retry):
         if isinstance(result, InputError):
             raise InputError(f"pattern {name} of the stack: {result}")
         results.append(result)
@@ -87,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     dest_of = dict(zip(args.data, paths))
     for source, result in invert_many(loaded, model, args.refine, binning=args.bin, threshold=args.threshold,
                                       dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
-                                      progress=not args.quiet):
+                                      progress=not args.quiet, precision=args.precision,
+                                      retry=args.retry):
         if isinstance(result, InputError):
             if len(args.data) == 1:
                 raise result
@@ -97,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
         result.provenance.update(input_record(source, loaded[source][0].shape))
         write_result(dest_of[source], result)
         stages = " -> ".join(f"{s['stage']} {s['chi2']:.3g}" for s in result.provenance["stages"])
-        print(f"{source}: chi2 {stages}  ({result.provenance['timings']['total_s']:.2f} s) -> {dest_of[source]}")
+        print(f"{source}: chi2 {stages}{noise_floor_text(result)}  ({result.provenance['timings']['total_s']:.2f} s) -> {dest_of[source]}")
     return 2 if failures else 0

@@ -104,6 +104,12 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
     return 0
 
 
+def noise_floor_text(result) -> str:
+    """`` (1.02x the noise floor)`` for a result of photon counts, else nothing."""
+    ratio = result.provenance.get("chi2_over_noise_floor")
+    return "" if ratio is None else f" ({ratio:.2f}x the counting-noise floor)"
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``cdinn phase``."""
     steps = parse_recipe(args.recipe)  # fail on a bad recipe before reading any data
@@ -145,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         t = result.provenance["timings"]["total_s"]
         averaging = result.provenance.get("averaging") or {}
         averaged = f", {averaging['used']} averaged" if averaging.get("used", 1) > 1 else ""
-        print(f"{source}: chi2 {result.chi2:.4g}  ({result.provenance['iterations']} it, {args.starts} start(s){averaged}, "
+        print(f"{source}: chi2 {result.chi2:.4g}{noise_floor_text(result)}  ({result.provenance['iterations']} it, {args.starts} start(s){averaged}, "
               f"{t:.2f} s) -> {dest}")
         if averaging.get("note"):
             print(f"  --average: {averaging['note']}")

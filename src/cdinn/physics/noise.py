@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
 
 from cdinn.physics.fourier import ArrayLike, as_tensor, spatial_dims
+from cdinn.physics.support import gaussian_blur
 
 
 def poisson_noise(
@@ -39,3 +44,64 @@ def poisson_noise(
     scale = torch.as_tensor(photons, dtype=torch.float32, device=i.device)
     scale = scale.reshape(scale.shape + (1,) * len(dims)) if scale.ndim else scale
     return torch.poisson(i * (scale / total), generator=generator)
+
+
+_TABLE_MAX = 1000.0
+
+
+@functools.lru_cache(maxsize=1)
+def _sqrt_count_variance_table() -> tuple[np.ndarray, np.ndarray]:
+    """``f(lam) = E[(sqrt(K) - sqrt(lam))^2]`` for ``K ~ Poisson(lam)`` on a grid of ``lam``."""
+    lam = np.concatenate([[0.0], np.logspace(-4, np.log10(_TABLE_MAX), 300)])
+    k = np.arange(0, int(_TABLE_MAX + 20 * np.sqrt(_TABLE_MAX) + 40), dtype=np.float64)
+    lgk = np.array([math.lgamma(v + 1.0) for v in k])
+    logpmf = k[None, :] * np.log(np.maximum(lam, 1e-300)[:, None]) - lam[:, None] - lgk[None, :]
+    logpmf[0] = np.where(k == 0, 0.0, -np.inf)  # Poisson(0) is 0 for sure
+    f = (np.exp(logpmf) * (np.sqrt(k)[None, :] - np.sqrt(lam)[:, None]) ** 2).sum(axis=1)
+    return lam, f
+
+
+def is_counts(intensity: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
+    """Whether a pattern looks like photon counts: non-negative integers on its measured pixels."""
+    values = intensity if mask is None else intensity[~mask]
+    if values.numel() == 0 or bool((values < 0).any()):
+        return False
+    return bool(((values - values.round()).abs() <= 1e-3).all()) and float(values.sum()) > 0
+
+
+def noise_floor_chi2(intensity: ArrayLike, mask: ArrayLike | None = None, sigma: float = 0.7) -> float | None:
+    """The chi² that counting noise alone gives the true object against this pattern.
+
+    chi² (:func:`cdinn.physics.chi2_amplitude`) compares amplitudes; for a pixel with ``K ~
+    Poisson(lam)`` counts, ``E[(sqrt(K) - sqrt(lam))^2] = f(lam)`` (1/4 for bright pixels,
+    ``~lam`` for dark ones), so the true object's chi² is ``sum f(lam) / sum K`` over the
+    measured pixels. ``lam`` is estimated by smoothing the counts over ``sigma`` pixels
+    (speckles span at least two pixels at an oversampling of 2 or more; masked pixels do not
+    enter). On simulated 64³ crystals at 1e7 photons this is within 1-7 % of the true
+    object's chi²; a phase-retrieval solution fits part of the noise and ends 5-25 % below it,
+    a stagnated one above (``docs/design.md``, "Knowing when a reconstruction has converged").
+
+    Parameters
+    ----------
+    intensity : measured pattern ``(*spatial)`` in photon counts
+    mask : non-zero where a pixel was not measured
+    sigma : smoothing of the counts, pixels
+
+    Returns
+    -------
+    float or None
+        The expected chi², or None when the pattern is not photon counts (negative or
+        non-integer values: background-subtracted or normalised data), for which no floor is known.
+    """
+    counts = as_tensor(intensity).to(torch.float32)
+    bad = None if mask is None else (as_tensor(mask, counts.device) != 0)
+    if not is_counts(counts, bad):
+        return None
+    weight = torch.ones_like(counts) if bad is None else (~bad).to(counts.dtype)
+    smooth = gaussian_blur(counts * weight, sigma, counts.ndim)
+    if bad is not None:  # normalised convolution: the estimate near a gap uses measured pixels only
+        smooth = smooth / gaussian_blur(weight, sigma, counts.ndim).clamp_min(1e-6)
+    lam_grid, f_grid = _sqrt_count_variance_table()
+    f = np.interp(smooth.clamp_min(0).cpu().numpy(), lam_grid, f_grid, right=0.25)
+    w = weight.cpu().numpy()
+    return float((f * w).sum(dtype=np.float64) / (counts.cpu().numpy() * w).sum(dtype=np.float64))

@@ -14,6 +14,7 @@ from cdinn.io.readers import available_memory, check_fits
 from cdinn.io.results import Result
 from cdinn.physics.alignment import align
 from cdinn.physics.fourier import as_tensor
+from cdinn.physics.noise import noise_floor_chi2
 from cdinn.physics.support import autocorrelation_support, centre_on_support
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, ITERATING, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
@@ -236,6 +237,7 @@ def phase_retrieval(
         else:
             averaging.pop("object")
 
+    floor = noise_floor_chi2(measurement.intensity, measurement.mask)
     total = time.perf_counter() - t0
     provenance = {
         "method": "phase_retrieval",
@@ -245,6 +247,8 @@ def phase_retrieval(
         "average_best": average_best,
         "averaging": averaging,
         "best_start": best,
+        "chi2_noise_floor": floor,
+        "chi2_over_noise_floor": None if floor is None else chi2_out / floor,
         "seed": seed,
         "device": str(dev),
         "threads": torch.get_num_threads(),

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"voxels by which the prediction's support grows before refinement (default {DEFAULT_DILATION})")
     p.add_argument("--retry", action=argparse.BooleanOptionalAction, default=None,
                    help="when the refined chi² stays above the counting-noise floor, retry (a wider support and a "
-                        "longer schedule, then cdinn phase) and keep the lowest chi²; default: with the default "
+                        "longer schedule, then up to 3 starts of cdinn phase) and keep the lowest chi²; default: with the default "
                         "refinement only")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the network's arithmetic: auto (bf16 where the CPU or GPU computes it natively), fp32 or bf16")

@@ -108,3 +108,16 @@ def test_noise_floor_is_the_true_objects_chi2(shape, photons):
     # Without photon counts there is no floor to know.
     assert noise_floor_chi2(counts * 1.5) is None
     assert noise_floor_chi2(counts - 1.0) is None
+
+
+def test_sqrt_count_variance_matches_sampled_poisson_counts():
+    from cdinn.physics.noise import sqrt_count_variance
+
+    lam = torch.tensor([0.0, 1e-6, 0.05, 0.7, 3.0, 40.0, 5e4], dtype=torch.float64)
+    f = sqrt_count_variance(lam)
+    g = torch.Generator().manual_seed(0)
+    k = torch.poisson(lam.expand(400_000, -1).contiguous(), generator=g)
+    sampled = (k.sqrt() - lam.sqrt()).square().mean(0)
+    assert f[0] == 0 and abs(float(f[1]) - 2e-6) < 1e-7  # dark pixels: ~2 lam
+    assert torch.allclose(f[2:], sampled[2:], rtol=0.02), (f, sampled)
+    assert abs(float(f[-1]) - 0.25) < 1e-3

@@ -46,19 +46,31 @@ def poisson_noise(
     return torch.poisson(i * (scale / total), generator=generator)
 
 
-_TABLE_MAX = 1000.0
+_TABLE_MIN, _TABLE_MAX, _TABLE_SIZE = 1e-4, 1e3, 300
 
 
 @functools.lru_cache(maxsize=1)
-def _sqrt_count_variance_table() -> tuple[np.ndarray, np.ndarray]:
-    """``f(lam) = E[(sqrt(K) - sqrt(lam))^2]`` for ``K ~ Poisson(lam)`` on a grid of ``lam``."""
-    lam = np.concatenate([[0.0], np.logspace(-4, np.log10(_TABLE_MAX), 300)])
+def _sqrt_count_variance_table() -> np.ndarray:
+    """``f(lam) = E[(sqrt(K) - sqrt(lam))^2]`` for ``K ~ Poisson(lam)`` on a log-uniform grid of
+    ``lam`` from ``_TABLE_MIN`` to ``_TABLE_MAX`` (beyond it ``f`` is 1/4 to 3e-4)."""
+    lam = np.logspace(np.log10(_TABLE_MIN), np.log10(_TABLE_MAX), _TABLE_SIZE)
     k = np.arange(0, int(_TABLE_MAX + 20 * np.sqrt(_TABLE_MAX) + 40), dtype=np.float64)
     lgk = np.array([math.lgamma(v + 1.0) for v in k])
-    logpmf = k[None, :] * np.log(np.maximum(lam, 1e-300)[:, None]) - lam[:, None] - lgk[None, :]
-    logpmf[0] = np.where(k == 0, 0.0, -np.inf)  # Poisson(0) is 0 for sure
-    f = (np.exp(logpmf) * (np.sqrt(k)[None, :] - np.sqrt(lam)[:, None]) ** 2).sum(axis=1)
-    return lam, f
+    logpmf = k[None, :] * np.log(lam[:, None]) - lam[:, None] - lgk[None, :]
+    return (np.exp(logpmf) * (np.sqrt(k)[None, :] - np.sqrt(lam)[:, None]) ** 2).sum(axis=1)
+
+
+def sqrt_count_variance(lam: torch.Tensor) -> torch.Tensor:
+    """``E[(sqrt(K) - sqrt(lam))^2]`` for ``K ~ Poisson(lam)``, elementwise: interpolated in
+    ``log(lam)`` from a table; ``~2 lam`` for dark pixels, 1/4 for bright ones."""
+    table = torch.as_tensor(_sqrt_count_variance_table(), dtype=lam.dtype, device=lam.device)
+    lo, hi = math.log10(_TABLE_MIN), math.log10(_TABLE_MAX)
+    u = (lam.clamp(_TABLE_MIN, _TABLE_MAX).log10() - lo) * ((_TABLE_SIZE - 1) / (hi - lo))
+    i = u.floor().clamp_max(_TABLE_SIZE - 2).long()
+    w = u - i
+    f = table[i] * (1 - w) + table[i + 1] * w
+    f = torch.where(lam < _TABLE_MIN, table[0] * lam / _TABLE_MIN, f)
+    return torch.where(lam > _TABLE_MAX, torch.full_like(f, 0.25), f)
 
 
 def is_counts(intensity: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
@@ -101,7 +113,5 @@ def noise_floor_chi2(intensity: ArrayLike, mask: ArrayLike | None = None, sigma:
     smooth = gaussian_blur(counts * weight, sigma, counts.ndim)
     if bad is not None:  # normalised convolution: the estimate near a gap uses measured pixels only
         smooth = smooth / gaussian_blur(weight, sigma, counts.ndim).clamp_min(1e-6)
-    lam_grid, f_grid = _sqrt_count_variance_table()
-    f = np.interp(smooth.clamp_min(0).cpu().numpy(), lam_grid, f_grid, right=0.25)
-    w = weight.cpu().numpy()
-    return float((f * w).sum(dtype=np.float64) / (counts.cpu().numpy() * w).sum(dtype=np.float64))
+    f = sqrt_count_variance(smooth.clamp_min(0))
+    return float((f * weight).sum(dtype=torch.float64) / (counts * weight).sum(dtype=torch.float64))

@@ -26,6 +26,7 @@ from common import ROOT, table
 
 from cdinn.io.atomic import atomic_path
 from cdinn.models import load_model
+from cdinn.models.base import inference_dtype
 from cdinn.models.registry import WEIGHTS_DIR
 from cdinn.physics import align, phase_error, ssim_amplitude, support_dice
 from cdinn.physics.fourier import fit_to
@@ -65,7 +66,8 @@ def evaluate(model, card: dict, n: int) -> tuple[dict[str, list[dict]], list, np
     test = _data(card, model, HELD_OUT_SEED, n)
     items = [test[i] for i in range(n)]
     with torch.no_grad():
-        pred = model.predict(torch.stack([it["intensity"] for it in items])).numpy()
+        # The card's accuracy is the float32 network's (bf16 inference is checked against it by the tests).
+        pred = model.predict(torch.stack([it["intensity"] for it in items]), precision="fp32").numpy()
     rows: dict[str, list[dict]] = {"network": [], "baseline: mean training amplitude, zero phase": [], "baseline: ball of the mean volume, zero phase": []}
     truths = []
     for i, it in enumerate(items):
@@ -98,6 +100,7 @@ def latency(model) -> dict:
         out[f"batch_{batch}_s"] = dt
         out[f"batch_{batch}_patterns_per_s"] = batch / dt
     out["threads"] = torch.get_num_threads()
+    out["precision"] = str(inference_dtype(torch.device("cpu"))).removeprefix("torch.")
     return out
 
 
@@ -162,7 +165,7 @@ def main() -> None:
         table(["method", "support Dice", "amplitude SSIM", "phase error (rad)"], body),
         f"Training-data oversampling (estimator units, 5th–95th percentile): {card['oversampling_range']}; "
         "`cdinn invert` resamples a pattern outside this range to its nearest bound.",
-        f"Latency (CPU, {lat['threads']} thread(s)): one pattern {lat['batch_1_s'] * 1e3:.1f} ms; batch of 64 "
+        f"Latency (CPU, {lat['threads']} thread(s), {lat['precision']}): one pattern {lat['batch_1_s'] * 1e3:.1f} ms; batch of 64 "
         f"{lat['batch_64_s'] * 1e3:.0f} ms = {lat['batch_64_patterns_per_s']:.0f} patterns/s.",
         f"![{args.name}](../../docs/images/model_{args.name}.png)",
     ]

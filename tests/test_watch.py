@@ -142,6 +142,9 @@ def test_watch_serves_a_live_page_a_browser_renders(tmp_path):
         assert _wait_for(lambda: _ledger_states(out) == {"a.npy": "done", "b.npy": "done", "bad.npy": "error"})
         table = json.loads(_get(base + "/api/scans"))
         assert {s["name"]: s["state"] for s in table["scans"]} == {"a.npy": "done", "b.npy": "done", "bad.npy": "error"}
+        # Photon counts have a noise floor; ten ER iterations from a random start are far above it.
+        noise = {s["name"]: s["noise"] for s in table["scans"]}
+        assert noise["a.npy"] > 1 and noise["bad.npy"] is None, noise
         assert json.loads(_get(base + "/api/scan/a.npy"))["slices"]  # what the page draws
         # Read-only, and no way out of OUT_DIR.
         for bad in ("/api/scan/..%2F..%2Fetc%2Fpasswd", "/api/scan/%2e%2e%2f.cdinn-watch.json", "/../../etc/passwd",
@@ -161,6 +164,7 @@ def test_watch_serves_a_live_page_a_browser_renders(tmp_path):
         for name, state in (("a.npy", "done"), ("b.npy", "done"), ("bad.npy", "error")):
             assert f'data-name="{name}" data-state="{state}"' in dom, dom[:2000]
         assert "not a NumPy array" in dom
+        assert f'class="noise-high">{noise["a.npy"]:.2f}<' in dom, dom[:3000]
     finally:
         proc.send_signal(signal.SIGTERM)  # handled like Ctrl-C: finish, write the ledger, exit 0
         assert proc.wait(timeout=30) == 0

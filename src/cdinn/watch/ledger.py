@@ -36,6 +36,8 @@ class Entry:
     result : result file name in OUT_DIR
     message : the error's one line
     chi2, method, seconds : what the result reports (chi², model or recipe, compute time)
+    noise : chi² over the counting-noise floor (None when the pattern is not photon counts);
+        above 1 the result fits worse than the true object would
     """
 
     name: str
@@ -49,6 +51,7 @@ class Entry:
     chi2: float | None = None
     method: str = ""
     seconds: float | None = None
+    noise: float | None = None
 
     @property
     def latency_s(self) -> float | None:

@@ -52,7 +52,8 @@ def scan_view(path: str, mtime_ns: int) -> dict:
                "phase": _rounded(_downsample(p, MAX_PIXELS))}
               for (plane, a), (_, p) in zip(central_slices(amp), central_slices(phase))]
     view = {"ndim": obj.ndim, "chi2": result.chi2, "slices": slices, "phase_limit": phase_limit(phase[amp >= 0.5]), "provenance": {
-        k: result.provenance.get(k) for k in ("method", "model", "refine", "recipe", "starts", "voxel_size_nm", "version")}}
+        k: result.provenance.get(k) for k in ("method", "model", "refine", "recipe", "starts", "voxel_size_nm", "version",
+                                             "chi2_over_noise_floor", "retries")}}
     if obj.ndim == 3 and min(obj.shape) >= 3:
         small = _downsample(amp, MAX_MESH)
         step = amp.shape[0] / small.shape[0]

@@ -127,7 +127,8 @@ class Watcher:
         write_result(self.out_dir / dest, result)
         seconds = result.provenance.get("timings", {}).get("total_s")
         entry: Entry = self.ledger.update(name, state="done", result=dest, chi2=float(result.chi2), method=self.label,
-                                          seconds=seconds, message="", finished=time.time())
+                                          seconds=seconds, noise=result.provenance.get("chi2_over_noise_floor"),
+                                          message="", finished=time.time())
         if self.log:
             self.log(f"{name}: chi2 {result.chi2:.4g}  ({entry.latency_s:.2f} s from arrival) -> {self.out_dir / dest}")
 

@@ -211,26 +211,9 @@ def invert(
     floor = noise_floor_chi2(measurement.intensity, measurement.mask)
     attempts: list[dict] = []
     if (recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry) and floor is not None:
-        for attempt in RETRIES:
-            if final_chi2 <= CONVERGED * floor:
-                break
-            t = time.perf_counter()
-            if "phase_seed" in attempt:
-                done = phase_retrieval(measurement, DEFAULT_RECIPE, seed=seed + attempt["phase_seed"], progress=False)
-                obj_r, sup_r = torch.from_numpy(done.object), torch.from_numpy(done.support)
-                chi2_r, history_r = done.chi2, done.history["chi2"][:, 0]
-                label = f"cdinn phase default, seed {seed + attempt['phase_seed']}"
-            else:
-                start = to_measured_grid(raw, transform, threshold, attempt["dilation"])
-                retried = run(State.from_object(measurement, *start), parse_recipe(attempt["recipe"]))
-                obj_r, sup_r = retried.objects()[0], retried.supports()[0]
-                chi2_r, history_r = float(retried.chi2()[0]), retried.chi2_history()[:, 0]
-                label = f"{attempt['recipe']}, support grown by {attempt['dilation']}"
-            attempts.append({"attempt": label, "chi2": chi2_r, "kept": chi2_r < final_chi2,
-                             "seconds": time.perf_counter() - t})
-            state.stages.append({"stage": f"retry: {label}", "chi2": chi2_r, "seconds": attempts[-1]["seconds"]})
-            if chi2_r < final_chi2:
-                final, final_support, final_chi2, history = obj_r.to(final.device), sup_r.to(final.device), chi2_r, history_r
+        best = (final, final_support, final_chi2, history)
+        best = retry_until_converged(state, raw, transform, threshold, seed, floor, best, attempts)
+        final, final_support, final_chi2, history = best
         timings["retry_s"] = sum(a["seconds"] for a in attempts)
     twin = is_twin(nn_object, final) if steps else False
     timings["total_s"] = time.perf_counter() - t0 + (timings["predict_s"] if prediction is not None else 0.0)
@@ -264,6 +247,35 @@ def invert(
         },
         extras={"prediction": nn_object.cpu().numpy().astype(np.complex64)},
     )
+
+
+def retry_until_converged(state: State, raw: torch.Tensor, transform: GridTransform, threshold: float, seed: int,
+                          floor: float, best: tuple, attempts: list[dict]) -> tuple:
+    """Try :data:`RETRIES` in order while the best result's chi² exceeds :data:`CONVERGED` times
+    the noise ``floor``; return the lowest-chi² ``(object, support, chi2, history)``.
+
+    Each attempt is appended to ``attempts`` and to the state's stages.
+    """
+    measurement = state.measurement
+    for attempt in RETRIES:
+        if best[2] <= CONVERGED * floor:
+            break
+        t = time.perf_counter()
+        if "phase_seed" in attempt:
+            done = phase_retrieval(measurement, DEFAULT_RECIPE, seed=seed + attempt["phase_seed"], progress=False)
+            found = (torch.from_numpy(done.object), torch.from_numpy(done.support), done.chi2, done.history["chi2"][:, 0])
+            label = f"cdinn phase default, seed {seed + attempt['phase_seed']}"
+        else:
+            start = to_measured_grid(raw, transform, threshold, attempt["dilation"])
+            retried = run(State.from_object(measurement, *start), parse_recipe(attempt["recipe"]))
+            found = (retried.objects()[0], retried.supports()[0], float(retried.chi2()[0]), retried.chi2_history()[:, 0])
+            label = f"{attempt['recipe']}, support grown by {attempt['dilation']}"
+        seconds = time.perf_counter() - t
+        attempts.append({"attempt": label, "chi2": found[2], "kept": found[2] < best[2], "seconds": seconds})
+        state.stages.append({"stage": f"retry: {label}", "chi2": found[2], "seconds": seconds})
+        if found[2] < best[2]:
+            best = (found[0].to(measurement.device), found[1].to(measurement.device), found[2], found[3])
+    return best
 
 
 CPU_BATCH_VOXELS = 2**19

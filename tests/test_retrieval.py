@@ -163,3 +163,19 @@ def test_a_pattern_that_cannot_fit_is_refused_before_any_allocation(monkeypatch,
         phase_retrieval(pattern, "ER**3", starts=2, progress=False)
     monkeypatch.setattr(engine, "available_memory", lambda: 8 << 30)
     assert phase_retrieval(pattern, "ER**3", starts=2, progress=False).chi2 < 1
+
+
+def test_starts_stop_once_one_reaches_the_noise_floor(crystal2d):
+    counts = simulate_pattern(crystal2d, photons=1e6, seed=2).numpy()
+    all_starts = phase_retrieval(counts, "ER**200 * HIO**200", starts=4, seed=0, progress=False)
+    converged = phase_retrieval(counts, "ER**200 * HIO**200", starts=4, seed=0, progress=False, until_converged=True)
+    floor = converged.provenance["chi2_noise_floor"]
+    # Each start that runs is the same start as without stopping (same seed, one at a time).
+    ran = converged.provenance["starts_run"]
+    assert ran < 4 and all_starts.provenance["starts_run"] == 4
+    chi2 = all_starts.extras["chi2_starts"]
+    assert np.allclose(converged.extras["chi2_starts"], chi2[:ran], rtol=1e-5)
+    assert chi2[ran - 1] <= floor and np.all(chi2[:ran - 1] > floor)
+    # Without photon counts there is no floor: every start runs.
+    scaled = phase_retrieval(counts * 0.5, "ER**200 * HIO**200", starts=3, seed=0, progress=False, until_converged=True)
+    assert scaled.provenance["starts_run"] == 3 and scaled.provenance["chi2_noise_floor"] is None

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--starts", type=int, default=1, help="random starts, the best kept by chi² (default 1; one batch on a GPU, one after another on a CPU)")
     p.add_argument("--average", type=int, default=1, metavar="K", help="average the K best starts after aligning them: those within 10 %% of the best chi² that "
                    "found the same solution (correlation >= 0.98); otherwise the best start is kept and the reason printed")
+    p.add_argument("--until-converged", action="store_true",
+                   help="with --starts N: start no more once one reaches the counting-noise floor (fits as well as the "
+                        "true object would; photon-count data only), so N is the most that run")
     p.add_argument("--support", help="initial support file (non-zero inside; default: from the autocorrelation)")
     p.set_defaults(run=run)
 
@@ -95,13 +98,19 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
     for i, pattern in enumerate(tqdm(stack, desc="patterns", disable=args.quiet, leave=False)):
         one_mask = mask[i] if mask is not None and mask.shape == stack.shape else mask
         results.append(phase_retrieval(pattern, steps, starts=args.starts, mask=one_mask, support=support, average_best=args.average,
-                                       device=device, seed=None if args.seed is None else args.seed + i, progress=False))
+                                       device=device, seed=None if args.seed is None else args.seed + i, progress=False,
+                                       until_converged=args.until_converged))
     result = stack_results(results, time.perf_counter() - t0)
     result.provenance.update({**input_record(args.data[0], stack.shape), "recipe": args.recipe})
     write_result(paths[0], result)
     print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g} "
           f"({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
     return 0
+
+
+def _starts_text(result, starts: int) -> str:
+    ran = result.provenance.get("starts_run", starts)
+    return f"{starts} start(s)" if ran == starts else f"{ran} of {starts} starts (converged)"
 
 
 def noise_floor_text(result) -> str:
@@ -137,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 device=device,
                 seed=args.seed,
                 progress=not args.quiet,
+                until_converged=args.until_converged,
             )
             result.provenance.update({**input_record(source, intensity.shape), "recipe": args.recipe})
             if mask is not None:
@@ -151,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         t = result.provenance["timings"]["total_s"]
         averaging = result.provenance.get("averaging") or {}
         averaged = f", {averaging['used']} averaged" if averaging.get("used", 1) > 1 else ""
-        print(f"{source}: chi2 {result.chi2:.4g}{noise_floor_text(result)}  ({result.provenance['iterations']} it, {args.starts} start(s){averaged}, "
+        print(f"{source}: chi2 {result.chi2:.4g}{noise_floor_text(result)}  ({result.provenance['iterations']} it, {_starts_text(result, args.starts)}{averaged}, "
               f"{t:.2f} s) -> {dest}")
         if averaging.get("note"):
             print(f"  --average: {averaging['note']}")

@@ -128,6 +128,7 @@ def phase_retrieval(
     seed: int | None = None,
     progress: bool = True,
     batch: int | None = None,
+    until_converged: bool = False,
 ) -> Result:
     """Reconstruct a complex object from one diffraction pattern.
 
@@ -160,7 +161,12 @@ def phase_retrieval(
         Starts iterated together as one batch. Default: all of them on a GPU, one at a time on
         a CPU, where a batch's working set leaves the cache (measured: 4 starts of 128³ as
         one batch took 1.45× the time of running them one after another). The result does
-        not depend on it.
+        not depend on it (unless ``until_converged``).
+    until_converged : bool
+        Start no further batch of starts once one start's chi² is at or below the
+        counting-noise floor (:func:`cdinn.physics.noise.noise_floor_chi2`: it fits as well
+        as the true object would). ``starts`` is then the most that run; the provenance
+        records ``starts_run``. Patterns that are not photon counts have no floor: all starts run.
 
     Returns
     -------
@@ -210,8 +216,13 @@ def phase_retrieval(
     sup = sup.unsqueeze(0).expand((starts,) + shape)
 
     n_iter = sum(s.name in ITERATING for s in steps)
-    states = [run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress, label="phase retrieval")
-              for i in range(0, starts, batch)]
+    floor = noise_floor_chi2(measurement.intensity, measurement.mask)
+    states = []
+    for i in range(0, starts, batch):
+        states.append(run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress,
+                          label="phase retrieval"))
+        if until_converged and floor is not None and float(states[-1].chi2().min()) <= floor:
+            break
     final_chi2 = torch.cat([s.chi2() for s in states])
     history = np.concatenate([s.chi2_history() for s in states], axis=1)
     _sync(dev)
@@ -237,13 +248,14 @@ def phase_retrieval(
         else:
             averaging.pop("object")
 
-    floor = noise_floor_chi2(measurement.intensity, measurement.mask)
     total = time.perf_counter() - t0
     provenance = {
         "method": "phase_retrieval",
         "recipe": recipe if isinstance(recipe, str) else " * ".join(str(s) for s in reversed(steps)),
         "iterations": n_iter,
         "starts": starts,
+        "starts_run": len(final_chi2),
+        "until_converged": until_converged,
         "average_best": average_best,
         "averaging": averaging,
         "best_start": best,

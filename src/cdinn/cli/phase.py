@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
-from cdinn.io import RESULT_SUFFIXES, check_output, check_result_path, read_array, read_pattern, read_stack, stack_results, write_result
+from cdinn.io import (RESULT_SUFFIXES, Result, check_output, check_result_path, read_array, read_pattern, read_stack,
+                      stack_results, write_result)
 from cdinn.io.readers import split_key
 from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
@@ -108,12 +109,13 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
     return 0
 
 
-def _starts_text(result, starts: int) -> str:
+def _starts_text(result: Result, starts: int) -> str:
+    """``4 start(s)``, or ``1 of 4 starts (converged)`` when ``--until-converged`` stopped early."""
     ran = result.provenance.get("starts_run", starts)
     return f"{starts} start(s)" if ran == starts else f"{ran} of {starts} starts (converged)"
 
 
-def noise_floor_text(result) -> str:
+def noise_floor_text(result: Result) -> str:
     """`` (1.02x the noise floor)`` for a result of photon counts, else nothing."""
     ratio = result.provenance.get("chi2_over_noise_floor")
     return "" if ratio is None else f" ({ratio:.2f}x the counting-noise floor)"

@@ -86,7 +86,7 @@ def noise_floor_chi2(intensity: ArrayLike, mask: ArrayLike | None = None, sigma:
 
     chi² (:func:`cdinn.physics.chi2_amplitude`) compares amplitudes; for a pixel with ``K ~
     Poisson(lam)`` counts, ``E[(sqrt(K) - sqrt(lam))^2] = f(lam)`` (1/4 for bright pixels,
-    ``~lam`` for dark ones), so the true object's chi² is ``sum f(lam) / sum K`` over the
+    ``~2 lam`` for dark ones), so the true object's chi² is ``sum f(lam) / sum K`` over the
     measured pixels. ``lam`` is estimated by smoothing the counts over ``sigma`` pixels
     (speckles span at least two pixels at an oversampling of 2 or more; masked pixels do not
     enter). On simulated 64³ crystals at 1e7 photons this is within 1-7 % of the true

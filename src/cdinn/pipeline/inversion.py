@@ -23,7 +23,6 @@ from cdinn.errors import InputError
 from cdinn.io.readers import available_memory
 from cdinn.io.results import Result
 from cdinn.models.base import CDIModel, inference_dtype
-from cdinn.physics.noise import noise_floor_chi2
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
@@ -208,7 +207,7 @@ def invert(
     timings["refine_s"] = time.perf_counter() - t
     final, final_support = state.objects()[0], state.supports()[0]
     final_chi2, history = float(state.chi2()[0]), state.chi2_history()[:, 0]
-    floor = noise_floor_chi2(measurement.intensity, measurement.mask)
+    floor = measurement.noise_floor
     attempts: list[dict] = []
     if (recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry) and floor is not None:
         best = (final, final_support, final_chi2, history)
@@ -250,7 +249,8 @@ def invert(
 
 
 def retry_until_converged(state: State, raw: torch.Tensor, transform: GridTransform, threshold: float, seed: int,
-                          floor: float, best: tuple, attempts: list[dict]) -> tuple:
+                          floor: float, best: tuple[torch.Tensor, torch.Tensor, float, np.ndarray],
+                          attempts: list[dict]) -> tuple[torch.Tensor, torch.Tensor, float, np.ndarray]:
     """Try :data:`RETRIES` in order while the best result's chi² exceeds :data:`CONVERGED` times
     the noise ``floor``; return the lowest-chi² ``(object, support, chi2, history)``.
 

@@ -14,7 +14,6 @@ from cdinn.io.readers import available_memory, check_fits
 from cdinn.io.results import Result
 from cdinn.physics.alignment import align
 from cdinn.physics.fourier import as_tensor
-from cdinn.physics.noise import noise_floor_chi2
 from cdinn.physics.support import autocorrelation_support, centre_on_support
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, ITERATING, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
@@ -216,14 +215,15 @@ def phase_retrieval(
     sup = sup.unsqueeze(0).expand((starts,) + shape)
 
     n_iter = sum(s.name in ITERATING for s in steps)
-    floor = noise_floor_chi2(measurement.intensity, measurement.mask)
-    states = []
+    floor = measurement.noise_floor
+    states, chi2s = [], []
     for i in range(0, starts, batch):
         states.append(run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress,
                           label="phase retrieval"))
-        if until_converged and floor is not None and float(states[-1].chi2().min()) <= floor:
+        chi2s.append(states[-1].chi2())
+        if until_converged and floor is not None and float(chi2s[-1].min()) <= floor:
             break
-    final_chi2 = torch.cat([s.chi2() for s in states])
+    final_chi2 = torch.cat(chi2s)
     history = np.concatenate([s.chi2_history() for s in states], axis=1)
     _sync(dev)
     t_loop = time.perf_counter() - t0

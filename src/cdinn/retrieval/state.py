@@ -11,6 +11,7 @@ state reaches through its ``network`` (built by :mod:`cdinn.pipeline`, which kno
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from cdinn.errors import InputError
 from cdinn.physics.fourier import as_tensor, from_native, to_native
 from cdinn.physics.metrics import chi2_amplitude
+from cdinn.physics.noise import noise_floor_chi2
 from cdinn.physics.support import shrink_wrap
 from cdinn.retrieval.algorithms import ALGORITHMS
 from cdinn.retrieval.projections import FourierProjector, Support
@@ -61,6 +63,12 @@ class Measurement:
     def chi2(self, obj: torch.Tensor) -> torch.Tensor:
         """chi² of centred objects ``(B, *spatial)`` against the measurement, per object."""
         return self.projector.chi2(to_native(obj.to(torch.complex64), self.ndim))
+
+    @functools.cached_property
+    def noise_floor(self) -> float | None:
+        """The chi² counting noise alone gives the true object (:func:`noise_floor_chi2`; None
+        when the pattern is not photon counts), computed once per measurement."""
+        return noise_floor_chi2(self.intensity, self.mask)
 
 
 class NetworkOperator(Protocol):

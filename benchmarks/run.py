@@ -40,9 +40,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-# What the CLI does (cdinn/cli/main.py): spinning OpenBLAS threads would slow the torch call
-# timed right after each numpy scoring.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# What the CLI does (cdinn/cli/main.py), before numpy loads: spinning OpenBLAS threads would slow
+# the torch call timed right after each numpy scoring, and glibc's adaptive mmap threshold the
+# allocating tensor code.
+from cdinn.runtime import tune_process  # noqa: E402
+
+tune_process()
 
 from common import ROOT, log, machine  # noqa: E402
 

@@ -86,6 +86,23 @@ def test_bf16_inference_predicts_what_fp32_does(name):
     assert abs(phase_error(bf16.object, truth) - phase_error(fp32.object, truth)) <= 0.05
 
 
+def test_the_bf16_copy_follows_the_weights():
+    """The cached low-precision copy must never predict with stale weights (after TL, a load)."""
+    model = load_model(shipped_models()[0]["name"])
+    x = torch.rand((2,) + (model.input_size,) * model.ndim) * 100
+    before = model.predict(x, precision="bf16")
+    assert torch.equal(model.predict(x, precision="bf16"), before)  # cached: the same arithmetic
+    assert model.cpu_bf16_copy() is model.cpu_bf16_copy()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.0)  # flips every sign: a visibly different prediction
+    after = model.predict(x, precision="bf16")
+    assert not torch.allclose(after.abs(), before.abs(), atol=1e-2)
+    reference = model.predict(x, precision="fp32").abs().flatten()
+    assert torch.corrcoef(torch.stack([after.abs().flatten(), reference]))[0, 1] > 0.99  # the new weights, in bf16
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
+
+
 def test_inference_dtype_follows_the_request_and_the_hardware():
     from cdinn.models.base import inference_dtype
 

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,17 @@ def test_threads_option_is_applied_and_recorded(tmp_path, crystal2d, capsys):
             main(["phase", str(tmp_path / "p.npy"), "-o", str(tmp_path / "s.h5"), "--threads", bad])
         assert exc.value.code == 2
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_process_tuning_keeps_the_users_settings(monkeypatch):
+    import platform
+
+    from cdinn.runtime import tune_allocator, tune_process
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    tune_process()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    tune_process()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert tune_allocator() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

@@ -9,15 +9,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-# numpy's OpenBLAS does no heavy work in cdinn, but its threads spin for a while after a call and
-# took the cores from torch: a network call right after an alignment ran 2.3x slower. Set before
-# numpy loads; a user's own setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-from cdinn import __version__  # noqa: E402
-from cdinn.cli import COMMANDS  # noqa: E402
-from cdinn.cli.threads import apply_threads  # noqa: E402
-from cdinn.errors import InputError  # noqa: E402
+from cdinn import __version__
+from cdinn.cli import COMMANDS
+from cdinn.cli.threads import apply_threads
+from cdinn.errors import InputError
+from cdinn.runtime import tune_process
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,6 +43,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, no traceback)."""
+    tune_process()  # before a command module imports numpy
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((a for a in argv if a in COMMANDS), None))
     args = parser.parse_args(argv)

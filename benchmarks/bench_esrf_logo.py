@@ -69,6 +69,7 @@ def figure(intensity, mask, rows, support, path: Path) -> None:
     box = _crop_box(support)
     fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.6 * len(rows)), layout="constrained", squeeze=False)
     for r, (label, obj) in enumerate(rows):
+        label = label.replace(": chi²", "\nchi²")  # one line overflowed into the next panel
         ax = axes[r, 0]
         if r == 0:
             shown = np.ma.masked_where(mask, np.log10(np.maximum(intensity, 0) + 1))

@@ -105,11 +105,10 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     """The dtype a network's layers run in for inference on ``device``.
 
     ``"auto"`` picks bfloat16 where the hardware computes it natively, float32 elsewhere: a
-    CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16 (oneDNN's bf16 convolutions; on
-    such a Xeon a 64³ AutoPhaseNN takes 13 ms instead of 145 ms per pattern, and its support
-    and phase are unchanged within the spread of held-out crystals:
-    ``benchmarks/results/networks.md``). Without native support bf16 is emulated and slower,
-    so "auto" keeps float32.
+    CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16 (oneDNN's bf16 convolutions, several
+    times faster than float32 on such a Xeon, with support and phase unchanged within the
+    spread of held-out crystals: ``benchmarks/results/networks.md``). Without native support
+    bf16 is emulated and slower, so "auto" keeps float32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

@@ -75,6 +75,21 @@ def test_each_refinement_lowers_chi2_from_the_prediction(tiny2d, crystal, refine
     assert result.provenance["timings"]["total_s"] > 0
 
 
+def test_the_network_alone_keeps_its_own_support(crystal):
+    # Dilation prepares the support for refinement; without refinement the result is the
+    # network's prediction, its support where the cleaned prediction is non-zero.
+    from cdinn.models import load_model
+
+    model = load_model("cdinn2d")
+    _, pattern = crystal
+    alone = invert(pattern, model, refine="none", dilation=3)
+    refined = invert(pattern, model, refine="ER**1", dilation=3)
+    assert np.array_equal(alone.support, np.abs(alone.extras["prediction"]) > 0)
+    assert alone.provenance["dilation"] == 0 and refined.provenance["dilation"] == 3
+    assert refined.support.sum() > alone.support.sum()
+    assert alone.chi2 == alone.provenance["stages"][0]["chi2"]
+
+
 def test_autodiff_operator_from_a_perturbed_truth(crystal):
     obj, pattern = crystal
     noisy = obj * torch.exp(1j * 0.6 * torch.rand(obj.shape, generator=torch.Generator().manual_seed(3)))

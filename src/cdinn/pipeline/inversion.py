@@ -10,6 +10,7 @@ of a :class:`~cdinn.retrieval.state.State`. The refinement is a recipe in the la
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Mapping
@@ -57,6 +58,7 @@ starts (``seed + phase_seed``), one at a time. The lowest chi² of all attempts 
 _LEGACY = {"er": "ER**{n}", "ad": "AD**{n}", "tl": "TL**{n}", "dip": "DIP**{n}"}
 
 
+@functools.lru_cache(maxsize=64)  # a stack asks the same question once per pattern
 def refinement_recipe(spec: str | None) -> str:
     """The recipe of a ``--refine`` value: a recipe as such, ``none`` -> ``""``, or the
     earlier chain forms (``er:50``, ``pr:150``, ``ad:N``, ``tl:N``, ``dip:N`` joined by ``+``,
@@ -160,7 +162,8 @@ def invert(
     mask : non-zero where a pixel was not measured
     binning : integer binning before the network
     threshold : support threshold of the prediction's amplitude
-    dilation : voxels by which the prediction's support is grown before refinement
+    dilation : voxels by which the prediction's support is grown before refinement (without
+        refinement the result keeps the network's own support)
     prediction : a precomputed ``(raw prediction, transform, seconds)`` for this pattern (batched
         use; ``seconds`` is its share of the batch's network time, recorded as ``predict_s``)
     precision : the network's arithmetic, ``auto``, ``fp32`` or ``bf16``
@@ -194,19 +197,22 @@ def invert(
         raw, transform, timings["predict_s"] = prediction
 
     t = time.perf_counter()
+    dilation = dilation if steps else 0
     obj, support = to_measured_grid(raw, transform, threshold, dilation)
     network = NetworkRefiner(model, measurement, transform, binning, threshold, dilation, seed) if any(
         s.name in ("TL", "DIP") for s in steps) else None
     state = State.from_object(measurement, obj, support, network)
     nn_object = state.objects()[0].clone()
-    state.stages.append({"stage": "network", "chi2": float(state.chi2()[0]), "seconds": timings["predict_s"]})
+    network_chi2 = float(state.chi2()[0])
+    state.stages.append({"stage": "network", "chi2": network_chi2, "seconds": timings["predict_s"]})
     timings["postprocess_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     run(state, steps, progress=progress)
     timings["refine_s"] = time.perf_counter() - t
     final, final_support = state.objects()[0], state.supports()[0]
-    final_chi2, history = float(state.chi2()[0]), state.chi2_history()[:, 0]
+    final_chi2 = float(state.chi2()[0]) if steps else network_chi2
+    history = state.chi2_history()[:, 0]
     floor = measurement.noise_floor
     attempts: list[dict] = []
     if (recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry) and floor is not None:

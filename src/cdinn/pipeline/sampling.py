@@ -11,7 +11,7 @@ measured grid by Fourier interpolation (a zero-padded spectrum, through the one 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -47,7 +47,9 @@ class GridTransform:
     oversampling_model: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The transform as plain data, for a result's provenance."""
+        # fields are flat tuples: asdict's recursive deep copy cost 0.2 ms per pattern of a stack
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def to_model_grid(

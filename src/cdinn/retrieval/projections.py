@@ -3,10 +3,13 @@
 Both operate in the FFT-native layout (see :mod:`cdinn.physics.fourier`), batched over
 random starts: ``psi`` has shape ``(B, *spatial)``.
 
-Two choices keep an iteration near the cost of its two FFTs on a CPU: supports are float
-tensors (a real-by-complex product is several times cheaper than a complex ``where``), and
-the projector writes into buffers it owns, because fresh multi-megabyte allocations are
-returned to the OS and page-faulted back at every iteration.
+What keeps an iteration near the cost of its two FFTs on a CPU: supports are float tensors
+(a real-by-complex product is several times cheaper than a complex ``where``); the real
+element-wise passes write into buffers the projector owns; |F|² is computed from the
+contiguous ``view_as_real`` of the field (the strided ``.real``/``.imag`` views cost as much
+as the FFT's own memory traffic); and the two FFTs allocate their results, because torch's
+``out=`` FFT computes into a temporary and copies it (measured on a 2-core Xeon at 64³:
+these last two took an ER iteration from 3.0 to 2.3 ms, ``benchmarks/results/retrieval.md``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class FourierProjector:
 
     Notes
     -----
-    The array returned by a call is a buffer of the projector, overwritten by the next call.
+    The arrays a call uses for |F|², A/|F| and chi² are the projector's own buffers, reused by
+    the next call; the projected object it returns is a new tensor.
     """
 
     def __init__(self, amplitude: torch.Tensor, measured: torch.Tensor | None = None):
@@ -68,9 +72,10 @@ class FourierProjector:
 
     def __call__(self, psi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``P_M(psi)`` and the chi² of ``psi`` against the measurement (per start)."""
-        field = torch.fft.fftn(psi, dim=self.dims, norm="ortho", out=self._buffer("field", psi, psi.dtype))
-        modulus2 = torch.mul(field.real, field.real, out=self._buffer("modulus2", psi, torch.float32))
-        modulus2.addcmul_(field.imag, field.imag)
+        field = torch.fft.fftn(psi, dim=self.dims, norm="ortho")
+        parts = torch.view_as_real(field)
+        squares = torch.mul(parts, parts, out=self._buffer("squares", parts, torch.float32))
+        modulus2 = torch.add(squares[..., 0], squares[..., 1], out=self._buffer("modulus2", psi, torch.float32))
         # factor = A / |F|; with it, sum(|F| A) = sum(|F|^2 factor): no separate sqrt pass.
         factor = torch.clamp_min(modulus2, 1e-30, out=self._buffer("factor", psi, torch.float32))
         factor.rsqrt_().mul_(self.amplitude)
@@ -84,8 +89,7 @@ class FourierProjector:
         if self.free is not None:
             factor.add_(self.free)
         field.mul_(factor)
-        out = torch.fft.ifftn(field, dim=self.dims, norm="ortho", out=self._buffer("out", psi, psi.dtype))
-        return out, chi2
+        return torch.fft.ifftn(field, dim=self.dims, norm="ortho"), chi2
 
     def chi2(self, psi: torch.Tensor) -> torch.Tensor:
         """chi² of ``psi`` against the measurement, without changing ``psi``."""

@@ -119,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "sections").mkdir(parents=True, exist_ok=True)
     failed = []
     t_all = time.perf_counter()
+    import torch
+
+    threads = torch.get_num_threads()
     for name, module in selected:
         title = getattr(module, "TITLE", name)
         log(f"section {name}: {title}")
+        torch.set_num_threads(threads)  # whatever an earlier section set, each starts alike
+        header = header_line()
         t0 = time.perf_counter()
         try:
             body = module.main(quick=args.quick)
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         elapsed = time.perf_counter() - t0
         text = (
-            f"## {title}\n\n_{header_line()}; section ran in {elapsed:.0f} s"
+            f"## {title}\n\n_{header}; section ran in {elapsed:.0f} s"
             f"{' (--quick)' if args.quick else ''}; `benchmarks/run.py --only {name}`._\n\n{body.strip()}\n"
         )
         (out_dir / "sections" / f"{name}.md").write_text(text)

@@ -50,9 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a batch system's stop, `kill`) ends a command like Ctrl-C: writes are atomic, so
     # nothing partial is left, and the trainer and simulate resume from what they recorded.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous_threads = None
     try:
         if hasattr(args, "threads"):
-            apply_threads(args.threads)
+            previous_threads = apply_threads(args.threads)
         return int(args.run(args) or 0)
     except InputError as exc:
         print(f"cdinn {args.command}: error: {exc}", file=sys.stderr)
@@ -71,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cdinn {args.command}: internal error: {type(exc).__name__}: {exc} (run `cdinn --debug {args.command} ...` "
               "for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        # A caller in the same process (a script, the benchmarks) keeps its own thread count:
+        # a benchmark section once ran on one thread after an in-process `cdinn prepare`.
+        if previous_threads is not None:
+            apply_threads(previous_threads)
 
 
 if __name__ == "__main__":

@@ -61,9 +61,9 @@ def choose_threads(requested: int | None) -> int:
 
 
 def apply_threads(requested: int | None) -> int:
-    """Set torch's intra-op thread count for this process; returns it."""
+    """Set torch's intra-op thread count for this process; returns the count it replaced."""
     import torch  # the CLI's start-up (``--help``) does not pay for torch
 
-    n = choose_threads(requested)
-    torch.set_num_threads(n)
-    return n
+    previous = torch.get_num_threads()
+    torch.set_num_threads(choose_threads(requested))
+    return previous

@@ -47,6 +47,7 @@ from cdinn.runtime import tune_process  # noqa: E402
 
 tune_process()
 
+import torch  # noqa: E402
 from common import ROOT, log, machine  # noqa: E402
 
 RESULTS_DIR = HERE / "results"
@@ -119,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "sections").mkdir(parents=True, exist_ok=True)
     failed = []
     t_all = time.perf_counter()
-    import torch
-
     threads = torch.get_num_threads()
     for name, module in selected:
         title = getattr(module, "TITLE", name)

@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from cdinn.cli import threads
 from cdinn.cli.main import main
@@ -30,8 +31,6 @@ def test_threads_option_is_applied_and_recorded(tmp_path, crystal2d, capsys):
     from cdinn.simulate import simulate_pattern
 
     np.save(tmp_path / "p.npy", simulate_pattern(crystal2d, photons=1e7, seed=0).numpy())
-    import torch
-
     torch.set_num_threads(2)
     assert main(["phase", str(tmp_path / "p.npy"), "-o", str(tmp_path / "r.h5"), "--recipe", "ER**5", "--threads", "1", "-q"]) == 0
     assert read_result(tmp_path / "r.h5").provenance["threads"] == 1

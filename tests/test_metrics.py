@@ -121,3 +121,25 @@ def test_sqrt_count_variance_matches_sampled_poisson_counts():
     assert f[0] == 0 and abs(float(f[1]) - 2e-6) < 1e-7  # dark pixels: ~2 lam
     assert torch.allclose(f[2:], sampled[2:], rtol=0.02), (f, sampled)
     assert abs(float(f[-1]) - 0.25) < 1e-3
+
+
+def test_noise_floors_of_a_batch_are_each_patterns_own():
+    """The batched floor (a stack's network-only inversion) is the single-pattern floor of each item,
+    with a per-pattern mask and a pattern that is not counts in the same batch."""
+    from cdinn.physics.noise import noise_floor_chi2, noise_floors
+    from cdinn.simulate import faceted_crystal, simulate_pattern
+
+    counts = [simulate_pattern(faceted_crystal((48, 48), oversampling=3.0, seed=s), photons=p, seed=s).float()
+              for s, p in ((1, 1e5), (2, 1e7), (3, 1e9))]
+    counts[2] = counts[2] * 0.5  # normalised data: no floor
+    masks = torch.zeros(3, 48, 48, dtype=torch.bool)
+    masks[1, :, 20:23] = True
+    masks[1, 0, 0] = True
+    batch = torch.stack(counts)
+    batch[1, 0, 0] = float("nan")  # an unmeasured pixel may hold anything
+    floors = noise_floors(batch, masks, ndim=2)
+    assert floors[2] is None
+    for i in range(2):
+        single = noise_floor_chi2(batch[i], masks[i])
+        assert single is not None and abs(floors[i] - single) <= 1e-4 * single, (floors[i], single)
+    assert floors[0] > floors[1]  # fewer photons, a larger relative noise

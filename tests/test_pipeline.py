@@ -194,3 +194,26 @@ def test_patterns_are_brought_to_the_models_oversampling_and_back():
     # Inside the range nothing is resampled.
     _, same = to_model_grid(pattern, 64, oversampling=(0.5 * min(measured), 2 * max(measured)))
     assert same.resampled_shape == (96, 96)
+
+
+def test_a_network_only_stack_is_each_patterns_own_inversion():
+    """``--refine none`` on a stack runs every step on the whole batch: the same objects, supports,
+    chi² and noise floors as inverting each pattern alone, and an unreadable pattern stays its own error."""
+    from cdinn.models import load_model
+    from cdinn.pipeline.inversion import invert, invert_many, invert_stack
+
+    model = load_model("cdinn2d")
+    stack = np.stack([simulate_pattern(faceted_crystal((64, 64), oversampling=6.0, phase_range=1.0, seed=s), photons=1e7,
+                                       seed=s).numpy() for s in range(5)])
+    together = [r for _, r in invert_stack(stack, None, model, "none", batch=4)]
+    for pattern, batched in zip(stack, together):
+        alone = invert(pattern, model, refine="none")
+        assert np.allclose(batched.object, alone.object, atol=1e-4 * np.abs(alone.object).max())
+        assert np.array_equal(batched.support, alone.support)
+        assert abs(batched.chi2 - alone.chi2) <= 1e-5 * alone.chi2
+        assert abs(batched.provenance["chi2_noise_floor"] - alone.provenance["chi2_noise_floor"]) <= 1e-5 * alone.chi2
+        assert batched.provenance["stages"][0]["stage"] == "network" and batched.provenance["refine"] == "none"
+    bad = dict(enumerate((p, None) for p in stack[:2]))
+    bad[1] = (stack[1][None], None)  # the wrong dimensionality for this model
+    found = dict(invert_many(bad, model, "none"))
+    assert isinstance(found[0].chi2, float) and "2D" in str(found[1])

@@ -139,3 +139,31 @@ def test_a_stagnated_refinement_is_retried_until_it_reaches_the_noise_floor():
     # Data that are not photon counts have no floor: nothing is retried.
     scaled = invert(pattern * 0.37, model, refine="ER**2", retry=True).provenance
     assert scaled["chi2_noise_floor"] is None and scaled["retries"] == []
+
+
+@pytest.mark.parametrize("name", [m["name"] for m in shipped_models()])
+def test_the_cpu_copy_swaps_layers_for_ones_that_compute_the_same(name):
+    """Pooling and the single-channel input convolution run as faster equivalents in the bf16 copy."""
+    import copy
+
+    from cdinn.models.base import CHANNELS_LAST
+    from cdinn.models.cpu_inference import PairwiseMaxPool, ZeroChannelConv, swap_for_cpu
+
+    model = load_model(name).eval()
+    plain = copy.deepcopy(model).to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
+    swapped = model.cpu_bf16_copy()
+    kinds = {type(m) for m in swapped.modules()}
+    assert PairwiseMaxPool in kinds and ZeroChannelConv in kinds
+    assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.MaxPool3d)) for m in swapped.modules())
+    x = model.prepare(torch.rand((2,) + (model.input_size,) * model.ndim) * 1e3)
+    x = x.to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
+    with torch.no_grad():
+        a, b = plain(x), swapped(x)
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=2e-2), key
+    # the layers themselves, on odd sizes and in float32
+    pool, conv = torch.nn.MaxPool3d(2), torch.nn.Conv3d(1, 4, 3, padding=1)
+    net = swap_for_cpu(torch.nn.Sequential(copy.deepcopy(conv), copy.deepcopy(pool)))
+    y = torch.randn(2, 1, 9, 8, 7)
+    with torch.no_grad():
+        assert torch.allclose(net(y), pool(conv(y)), atol=1e-6)

@@ -72,3 +72,29 @@ def test_centre_on_support_is_circular_and_batched():
         rows, cols = torch.nonzero(out_sup[b], as_tuple=True)
         assert abs(float(rows.float().mean()) - 8) <= 0.5 and abs(float(cols.float().mean()) - 8) <= 0.5
         assert torch.equal(out[b].abs() > 0, out_sup[b])
+
+
+def test_autocorrelation_is_the_modulus_of_the_inverse_transform():
+    """The half-spectrum computation fills the other half by symmetry: odd and even sizes, batches."""
+    from cdinn.physics import inverse
+
+    gen = torch.Generator().manual_seed(3)
+    for shape, ndim in (((64, 64, 64), None), ((63, 64, 65), None), ((2, 33, 32), 2), ((41, 40), None)):
+        i = torch.rand(shape, generator=gen) * 100
+        reference = inverse(i.to(torch.complex64), ndim).abs()
+        assert torch.allclose(autocorrelation(i, ndim), reference, rtol=1e-4, atol=1e-4 * float(reference.max()))
+
+
+def test_largest_component_counts_diagonal_neighbours_and_keeps_the_biggest():
+    from cdinn.physics import largest_component
+
+    sup = torch.zeros(20, 20, 20, dtype=torch.bool)
+    sup[2:5, 2:5, 2:5] = True  # 27 voxels
+    sup[5, 5, 5] = True  # touches the cube at a corner only: the same crystal (full connectivity)
+    sup[10:13, 10:13, 14:16] = True  # 18 voxels, separate
+    out = largest_component(sup)
+    assert int(out.sum()) == 28 and bool(out[5, 5, 5]) and not bool(out[10:13, 10:13, 14:16].any())
+    single = torch.zeros(8, 8, dtype=torch.bool)
+    single[7, 0:3] = True  # on the border, one component: returned as it is
+    assert torch.equal(largest_component(single), single)
+    assert not bool(largest_component(torch.zeros(4, 4, dtype=torch.bool)).any())

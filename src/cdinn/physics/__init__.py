@@ -34,6 +34,7 @@ from cdinn.physics.support import (
     estimate_oversampling,
     fill_masked,
     gaussian_blur,
+    largest_component,
     shrink_wrap,
     threshold_support,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "gaussian_nll",
     "intensity",
     "inverse",
+    "largest_component",
     "pad_to",
     "pearson",
     "phase_error",

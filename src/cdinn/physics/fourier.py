@@ -66,6 +66,14 @@ def intensity(obj: ArrayLike, ndim: int | None = None) -> torch.Tensor:
     return forward(obj, ndim).abs().square()
 
 
+def match_norm(x: torch.Tensor, norm2: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Scale each complex array of a batch ``(B, *spatial)`` in place so that ``sum |x|^2``
+    equals ``norm2`` (per item, or one value): by Parseval, an object whose transform has the
+    measured amplitude's norm. Returns ``x``."""
+    norms = torch.view_as_real(x).square().sum(dim=tuple(range(1, ndim + 2))).clamp_min(1e-30)
+    return x.mul_((norm2.to(norms.dtype) / norms).sqrt().reshape((-1,) + (1,) * ndim))
+
+
 def to_native(x: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
     """Centred layout to FFT-native layout (origin at index 0)."""
     return torch.fft.ifftshift(x, dim=spatial_dims(x, ndim))

@@ -76,12 +76,44 @@ def sqrt_count_variance(lam: torch.Tensor) -> torch.Tensor:
     return f.mul_(lam.reshape(-1).mul(1.0 / _TABLE_MIN).clamp_max_(1.0)).reshape(lam.shape)
 
 
-def is_counts(intensity: torch.Tensor, mask: torch.Tensor | None = None) -> bool:
-    """Whether a pattern looks like photon counts: non-negative integers on its measured pixels."""
-    values = intensity if mask is None else intensity[~mask]
-    if values.numel() == 0 or bool((values < 0).any()):
-        return False
-    return bool(((values - values.round()).abs() <= 1e-3).all()) and float(values.sum()) > 0
+def is_counts(intensity: torch.Tensor, mask: torch.Tensor | None = None, ndim: int | None = None) -> torch.Tensor:
+    """Whether each pattern looks like photon counts: non-negative integers on its measured
+    pixels, not all zero. ``intensity`` ``(*spatial)`` or ``(B, *spatial)``; a bool per pattern."""
+    dims = spatial_dims(intensity, ndim)
+    fraction = intensity.round().sub_(intensity).abs_()
+    lowest, total = intensity, intensity
+    if mask is not None:  # unmeasured pixels (which may hold anything) decide nothing
+        measured = ~mask.to(torch.bool)
+        fraction = torch.where(measured, fraction, 0.0)
+        lowest, total = torch.where(measured, intensity, math.inf), torch.where(measured, intensity, 0.0)
+    return (lowest.amin(dim=dims) >= 0) & (fraction.amax(dim=dims) <= 1e-3) & (total.sum(dim=dims) > 0)
+
+
+def noise_floors(intensity: ArrayLike, mask: ArrayLike | None = None, sigma: float = 0.7,
+                 ndim: int | None = None) -> list[float | None]:
+    """:func:`noise_floor_chi2` of a batch of patterns ``(B, *spatial)`` (``mask`` shared
+    ``(*spatial)`` or per pattern), in one pass over the batch."""
+    counts = as_tensor(intensity).to(torch.float32)
+    dims = spatial_dims(counts, ndim)
+    nd = len(dims)
+    if counts.ndim != nd + 1:
+        raise ValueError(f"noise_floors takes a batch (B, *spatial), got shape {tuple(counts.shape)}")
+    bad = None if mask is None else (as_tensor(mask, counts.device) != 0).expand(counts.shape)
+    counting = is_counts(counts, bad, nd).tolist()
+    if not any(counting):
+        return [None] * len(counting)
+    if bad is None:
+        f = sqrt_count_variance(gaussian_blur(counts, sigma, nd).clamp_min_(0))
+        sums, total = f.sum(dim=dims, dtype=torch.float64), counts.sum(dim=dims, dtype=torch.float64)
+    else:
+        weight = (~bad).to(counts.dtype)
+        measured = torch.where(bad, 0.0, counts)  # not counts * weight: an unmeasured pixel may be NaN
+        # normalised convolution: the estimate near a gap uses measured pixels only
+        smooth = gaussian_blur(measured, sigma, nd) / gaussian_blur(weight, sigma, nd).clamp_min(1e-6)
+        f = sqrt_count_variance(smooth.clamp_min_(0))
+        sums = (f * weight).sum(dim=dims, dtype=torch.float64)
+        total = measured.sum(dim=dims, dtype=torch.float64)
+    return [float(a / b) if ok else None for a, b, ok in zip(sums.tolist(), total.tolist(), counting)]
 
 
 def noise_floor_chi2(intensity: ArrayLike, mask: ArrayLike | None = None, sigma: float = 0.7) -> float | None:
@@ -109,12 +141,4 @@ def noise_floor_chi2(intensity: ArrayLike, mask: ArrayLike | None = None, sigma:
         non-integer values: background-subtracted or normalised data), for which no floor is known.
     """
     counts = as_tensor(intensity).to(torch.float32)
-    bad = None if mask is None else (as_tensor(mask, counts.device) != 0)
-    if not is_counts(counts, bad):
-        return None
-    weight = torch.ones_like(counts) if bad is None else (~bad).to(counts.dtype)
-    smooth = gaussian_blur(counts * weight, sigma, counts.ndim)
-    if bad is not None:  # normalised convolution: the estimate near a gap uses measured pixels only
-        smooth = smooth / gaussian_blur(weight, sigma, counts.ndim).clamp_min(1e-6)
-    f = sqrt_count_variance(smooth.clamp_min(0))
-    return float((f * weight).sum(dtype=torch.float64) / (counts * weight).sum(dtype=torch.float64))
+    return noise_floors(counts.unsqueeze(0), None if mask is None else as_tensor(mask, counts.device), sigma, counts.ndim)[0]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
-from cdinn.physics.fourier import ArrayLike, as_tensor, frequency_grid, inverse, spatial_dims
+from cdinn.physics.fourier import ArrayLike, as_tensor, frequency_grid, spatial_dims
 
 
 @functools.lru_cache(maxsize=16)
@@ -58,9 +59,21 @@ def shrink_wrap(obj: torch.Tensor, sigma: float = 1.0, threshold: float = 0.2, n
 
 
 def autocorrelation(intensity: ArrayLike, ndim: int | None = None) -> torch.Tensor:
-    """Modulus of the object's autocorrelation, centred: ``|inverse(I)|``."""
+    """Modulus of the object's autocorrelation, centred: ``|inverse(I)|``.
+
+    Computed as ``|rfftn(I)|`` (for a real ``I`` the moduli of the forward and inverse
+    transforms agree, and the centring shifts only change signs) with the other half of the
+    spectrum filled in by its symmetry ``|A(-k)| = |A(k)|``: a third of the cost of the
+    complex transform.
+    """
     i = as_tensor(intensity).to(torch.float32)
-    return inverse(i.to(torch.complex64), ndim).abs()
+    dims = spatial_dims(i, ndim)
+    n = i.shape[-1]
+    half = torch.fft.rfftn(i, dim=dims, norm="ortho").abs()
+    # columns n//2+1 .. n-1 hold |A(-k)|: index k -> -k mod n along every spatial axis
+    mirrored = half[..., 1 : n - n // 2].flip(dims)
+    mirrored = torch.roll(mirrored, (1,) * (len(dims) - 1), dims[:-1])
+    return torch.fft.fftshift(torch.cat([half, mirrored], dim=-1), dim=dims)
 
 
 def fill_masked(intensity: torch.Tensor, mask: torch.Tensor, sigma: float = 2.0, ndim: int | None = None) -> torch.Tensor:
@@ -116,29 +129,60 @@ def estimate_oversampling(intensity: ArrayLike, threshold: float = 0.1, ndim: in
         raise ValueError("estimate_oversampling takes one unbatched pattern")
     support = autocorrelation_support(i, threshold=threshold, ndim=ndim)
     ratios = []
-    for axis in range(support.ndim):
-        other = tuple(a for a in range(support.ndim) if a != axis)
-        occupied = torch.nonzero(support.any(dim=other)).flatten()
-        extent = float(occupied.max() - occupied.min() + 1) / 2.0
+    for axis, occupied in enumerate(axis_projections(support)):
+        found = torch.nonzero(occupied).flatten()
+        extent = float(found.max() - found.min() + 1) / 2.0
         ratios.append(support.shape[axis] / max(extent, 1.0))
     return tuple(ratios)
+
+
+def axis_projections(mask: torch.Tensor) -> list[torch.Tensor]:
+    """Per axis of an unbatched boolean ``mask``, whether each index has a true voxel
+    (``mask.any`` over the other axes; in 3D the last reduction is shared)."""
+    if mask.ndim == 2:
+        return [mask.any(1), mask.any(0)]
+    last = mask.any(2)
+    return [last.any(1), last.any(0), mask.any(1).any(0)]
+
+
+def largest_component(support: torch.Tensor) -> torch.Tensor:
+    """The largest connected component (full connectivity) of a boolean ``support`` (unbatched).
+
+    Labelled inside the support's bounding box, which holds every component: a crystal fills a
+    small part of an oversampled grid (64³ at oversampling 3: 5 -> 0.5 ms).
+    """
+    box = []
+    for occupied in axis_projections(support):
+        found = torch.nonzero(occupied).flatten()
+        if found.numel() == 0:
+            return support
+        box.append(slice(int(found[0]), int(found[-1]) + 1))
+    box = tuple(box)
+    from scipy import ndimage  # only where a support is cleaned: keeps scipy out of start-up
+
+    labels, count = ndimage.label(support[box].cpu().numpy(), np.ones((3,) * support.ndim))
+    if count <= 1:
+        return support
+    sizes = np.bincount(labels.ravel())[1:]
+    out = torch.zeros_like(support)
+    out[box] = torch.from_numpy(labels == (1 + int(np.argmax(sizes)))).to(support.device)
+    return out
 
 
 def centre_on_support(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Roll each object ``(B, *spatial)`` and its support so that the support's circular
     centre of mass lands on the array centre (the convention of every result)."""
+    weights = support.to(torch.float32)
+    batch, spatial = obj.shape[0], obj.ndim - 1
     shifts = []
     for axis in range(1, obj.ndim):
         n = obj.shape[axis]
         other = tuple(a for a in range(1, obj.ndim) if a != axis)
-        weight = support.to(torch.float32).sum(dim=other) if other else support.to(torch.float32)
+        weight = weights.sum(dim=other) if other else weights
         angles = torch.exp(2j * math.pi * torch.arange(n, device=obj.device) / n)
         com = torch.angle((weight * angles).sum(dim=-1)) / (2 * math.pi) * n
         shifts.append(((n // 2 - com).round().long() % n).tolist())
-    out_obj, out_sup = obj.clone(), support.clone()
-    dims = tuple(range(obj.ndim - 1))
-    for b in range(obj.shape[0]):
-        s = tuple(int(sh[b]) for sh in shifts)
-        out_obj[b] = torch.roll(obj[b], s, dims)
-        out_sup[b] = torch.roll(support[b], s, dims)
-    return out_obj, out_sup
+    dims = tuple(range(spatial))
+    per_item = [tuple(int(sh[b]) for sh in shifts) for b in range(batch)]
+    return (torch.stack([torch.roll(obj[b], s, dims) for b, s in enumerate(per_item)]),
+            torch.stack([torch.roll(support[b], s, dims) for b, s in enumerate(per_item)]))

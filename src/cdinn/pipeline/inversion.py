@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from cdinn.errors import InputError
 from cdinn.io.readers import available_memory
 from cdinn.io.results import Result
 from cdinn.models.base import CDIModel, inference_dtype
+from cdinn.physics.fourier import forward, match_norm
+from cdinn.physics.metrics import chi2_amplitude
+from cdinn.physics.noise import noise_floors
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
@@ -186,47 +189,92 @@ def invert(
         raise InputError(f"dilation must not be negative, got {dilation}")
     t0 = time.perf_counter()
     measurement = Measurement(pattern, mask, device)
-    timings: dict[str, float] = {}
     t = time.perf_counter()
     if prediction is None:
         masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
         raw, transform = predict(model, measurement.intensity.unsqueeze(0), binning, masks, precision)
-        raw = raw[0]
-        timings["predict_s"] = time.perf_counter() - t
+        raw, predict_s = raw[0], time.perf_counter() - t
     else:
-        raw, transform, timings["predict_s"] = prediction
+        raw, transform, predict_s = prediction
+    if not steps:
+        done = network_results([measurement], raw.unsqueeze(0), transform, model, threshold, [predict_s], precision)[0]
+        if isinstance(done, InputError):
+            raise done
+        done.provenance["timings"]["total_s"] = time.perf_counter() - t0 + (predict_s if prediction is not None else 0.0)
+        return done
 
+    timings = {"predict_s": predict_s}
     t = time.perf_counter()
-    dilation = dilation if steps else 0
     obj, support = to_measured_grid(raw, transform, threshold, dilation)
     network = NetworkRefiner(model, measurement, transform, binning, threshold, dilation, seed) if any(
         s.name in ("TL", "DIP") for s in steps) else None
     state = State.from_object(measurement, obj, support, network)
-    nn_object = state.objects()[0].clone()
-    network_chi2 = float(state.chi2()[0])
-    state.stages.append({"stage": "network", "chi2": network_chi2, "seconds": timings["predict_s"]})
+    nn_object = state.objects()[0]
+    state.stages.append({"stage": "network", "chi2": float(state.chi2()[0]), "seconds": predict_s})
     timings["postprocess_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     run(state, steps, progress=progress)
     timings["refine_s"] = time.perf_counter() - t
-    final, final_support = state.objects()[0], state.supports()[0]
-    final_chi2 = float(state.chi2()[0]) if steps else network_chi2
-    history = state.chi2_history()[:, 0]
+    best = (state.objects()[0], state.supports()[0], float(state.chi2()[0]), state.chi2_history()[:, 0])
     floor = measurement.noise_floor
     attempts: list[dict] = []
     if (recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry) and floor is not None:
-        best = (final, final_support, final_chi2, history)
         best = retry_until_converged(state, raw, transform, threshold, seed, floor, best, attempts)
-        final, final_support, final_chi2, history = best
         timings["retry_s"] = sum(a["seconds"] for a in attempts)
-    twin = is_twin(nn_object, final) if steps else False
-    timings["total_s"] = time.perf_counter() - t0 + (timings["predict_s"] if prediction is not None else 0.0)
+    timings["total_s"] = time.perf_counter() - t0 + (predict_s if prediction is not None else 0.0)
+    provenance = {"refine": recipe, "stages": state.stages, "retries": attempts,
+                  "prediction_is_twin_of_refined": is_twin(nn_object, best[0]), "dilation": dilation}
+    return _result(model, measurement, transform, best, nn_object, floor, provenance, threshold, precision, timings)
+
+
+def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, transform: GridTransform, model: CDIModel,
+                    threshold: float, seconds: Sequence[float], precision: str = "auto") -> list[Result | InputError]:
+    """The network alone (``--refine none``) for patterns of one shape, each step on the whole batch.
+
+    Every raw prediction ``(B, *out)`` is mapped back onto its measured grid and cleaned
+    (:func:`to_measured_grid`'s steps), scaled to its pattern's norm (as a refinement would
+    start from it), and gets its chi² and counting-noise floor. ``seconds``: each pattern's
+    network time. Returns a :class:`Result` per pattern, or an :class:`InputError` for an empty
+    prediction.
+    """
+    t = time.perf_counter()
+    ndim = measurements[0].ndim
+    dims = tuple(range(1, ndim + 1))
+    intensity = torch.stack([m.intensity for m in measurements])
+    masks = None if all(m.mask is None for m in measurements) else torch.stack(
+        [torch.zeros_like(m.intensity, dtype=torch.bool) if m.mask is None else m.mask for m in measurements])
+    obj, support = clean_prediction(to_input_grid(raw, transform), threshold, ndim)
+    amplitude = intensity.clamp_min(0).sqrt()
+    weight = None if masks is None else (~masks).to(amplitude.dtype)
+    match_norm(obj, (amplitude if weight is None else amplitude * weight).square().sum(dim=dims), ndim)
+    chi2 = chi2_amplitude(forward(obj, ndim).abs(), amplitude, weight, ndim).tolist()
+    floors = noise_floors(intensity, masks, ndim=ndim)
+    share = (time.perf_counter() - t) / len(measurements)
+    results: list[Result | InputError] = []
+    for i, measurement in enumerate(measurements):
+        if not bool(support[i].any()):
+            results.append(InputError("the network predicted an empty object (no amplitude above the threshold)"))
+            continue
+        provenance = {"refine": "", "stages": [{"stage": "network", "chi2": chi2[i], "seconds": seconds[i]}],
+                      "retries": [], "prediction_is_twin_of_refined": False, "dilation": 0}
+        timings = {"predict_s": seconds[i], "postprocess_s": share, "refine_s": 0.0, "total_s": seconds[i] + share}
+        best = (obj[i], support[i], chi2[i], np.zeros(0, dtype=np.float32))
+        results.append(_result(model, measurement, transform, best, obj[i].clone(), floors[i], provenance, threshold,
+                               precision, timings))
+    return results
+
+
+def _result(model: CDIModel, measurement: Measurement, transform: GridTransform,
+            best: tuple[torch.Tensor, torch.Tensor, float, np.ndarray], prediction: torch.Tensor, floor: float | None,
+            provenance: dict, threshold: float, precision: str, timings: dict[str, float]) -> Result:
+    """The :class:`Result` of an inversion: ``best`` = (object, support, chi², chi² history)."""
+    final, support, chi2, history = best
     card = getattr(model, "card", {})
     return Result(
-        object=final.cpu().numpy().astype(np.complex64),
-        support=final_support.cpu().numpy().astype(bool),
-        chi2=final_chi2,
+        object=final.cpu().numpy().astype(np.complex64, copy=False),
+        support=support.cpu().numpy().astype(bool, copy=False),
+        chi2=chi2,
         history={"chi2": np.asarray(history)},
         provenance={
             "method": "invert",
@@ -234,15 +282,15 @@ def invert(
             "model_family": model.family,
             "model_weights": card.get("weights", ""),
             "model_sha256": card.get("weights_sha256", ""),
-            "refine": recipe or "none",
-            "stages": state.stages,
+            "refine": provenance["refine"] or "none",
+            "stages": provenance["stages"],
             "chi2_noise_floor": floor,
-            "chi2_over_noise_floor": None if floor is None else final_chi2 / floor,
-            "retries": attempts,
-            "prediction_is_twin_of_refined": twin,
+            "chi2_over_noise_floor": None if floor is None else chi2 / floor,
+            "retries": provenance["retries"],
+            "prediction_is_twin_of_refined": provenance["prediction_is_twin_of_refined"],
             "grid_transform": transform.to_dict(),
             "threshold": threshold,
-            "dilation": dilation,
+            "dilation": provenance["dilation"],
             "device": str(measurement.device),
             "precision": str(inference_dtype(measurement.device, precision)).removeprefix("torch."),
             "threads": torch.get_num_threads(),
@@ -250,7 +298,7 @@ def invert(
             "timings": timings,
             "version": cdinn.__version__,
         },
-        extras={"prediction": nn_object.cpu().numpy().astype(np.complex64)},
+        extras={"prediction": prediction.cpu().numpy().astype(np.complex64, copy=False)},
     )
 
 
@@ -349,10 +397,15 @@ def invert_many(
     ------
     (name, Result), or (name, InputError) for a pattern that could not be inverted
     """
+    if dilation < 0:
+        error = InputError(f"dilation must not be negative, got {dilation}")
+        yield from ((name, error) for name in patterns)
+        return
+    network_only = not refinement_recipe(refine)
     groups: dict[tuple[int, ...], list[Hashable]] = defaultdict(list)
     for name, (pattern, _) in patterns.items():
         groups[tuple(np.shape(pattern))].append(name)
-    predictions: dict[Hashable, tuple[torch.Tensor, GridTransform, float] | InputError] = {}
+    predictions: dict[Hashable, tuple[torch.Tensor, GridTransform, float] | Result | InputError] = {}
     size = network_batch(model, device)
     for group in groups.values():
         for names in (group[i:i + size] for i in range(0, len(group), size)):
@@ -368,10 +421,13 @@ def invert_many(
                 predictions.update({n: exc for n in names})
                 continue
             share = (time.perf_counter() - t) / len(names)  # each pattern's share of its batch
-            predictions.update({n: (raw[i], transform, share) for i, n in enumerate(names)})
+            if network_only:  # the whole batch at once, not pattern by pattern
+                predictions.update(_network_batch(patterns, names, raw, transform, model, threshold, share, device, precision))
+            else:
+                predictions.update({n: (raw[i], transform, share) for i, n in enumerate(names)})
     for name, (pattern, mask) in patterns.items():
         done = predictions[name]
-        if isinstance(done, InputError):
+        if isinstance(done, (InputError, Result)):
             yield name, done
             continue
         try:
@@ -380,6 +436,26 @@ def invert_many(
                                precision=precision, retry=retry)
         except InputError as exc:
             yield name, exc
+
+
+def _network_batch(patterns: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]], names: Sequence[Hashable],
+                   raw: torch.Tensor, transform: GridTransform, model: CDIModel, threshold: float, share: float,
+                   device: str | torch.device, precision: str) -> dict[Hashable, Result | InputError]:
+    """:func:`network_results` for one network batch of :func:`invert_many`; a pattern that is
+    not a valid measurement gets its error."""
+    done: dict[Hashable, Result | InputError] = {}
+    measured: dict[Hashable, tuple[int, Measurement]] = {}
+    for i, name in enumerate(names):
+        try:
+            measured[name] = (i, Measurement(*patterns[name], device))
+        except InputError as exc:
+            done[name] = exc
+    if measured:
+        rows = [i for i, _ in measured.values()]
+        found = network_results([m for _, m in measured.values()], raw[rows], transform, model, threshold,
+                                [share] * len(rows), precision)
+        done.update(zip(measured, found))
+    return done
 
 
 def is_twin(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -397,8 +473,7 @@ def is_twin(a: torch.Tensor, b: torch.Tensor) -> bool:
 def to_measured_grid(raw: torch.Tensor, transform: GridTransform, threshold: float,
                      dilation: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A raw prediction on the model's grid -> cleaned object and (dilated) support on the measured grid."""
-    mapped = to_input_grid(raw, transform)
-    obj, support = clean_prediction(mapped, threshold)
+    obj, support = clean_prediction(to_input_grid(raw, transform), threshold, len(transform.input_shape))
     if not bool(support.any()):
         raise InputError("the network predicted an empty object (no amplitude above the threshold)")
     if dilation:

@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from skimage.measure import label
 
-from cdinn.physics.support import centre_on_support, threshold_support
+from cdinn.physics.fourier import spatial_dims
+from cdinn.physics.support import centre_on_support, largest_component, threshold_support
 
 
-def clean_prediction(obj: torch.Tensor, threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def clean_prediction(obj: torch.Tensor, threshold: float = 0.1, ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Support from the thresholded amplitude, largest connected component, centred on its
     centre of mass, mean phase inside the support removed.
 
     Parameters
     ----------
-    obj : complex tensor ``(*spatial)`` (unbatched)
+    obj : complex tensor ``(*spatial)`` or a batch ``(B, *spatial)`` (each cleaned on its own)
     threshold : relative amplitude threshold of the support
+    ndim : number of spatial axes (default: all axes of ``obj``)
 
     Returns
     -------
     (object, support) on the same grid; the object is zero outside the support.
     """
-    support = threshold_support(obj, threshold).cpu().numpy()
-    labels = label(support)
-    if labels.max() > 1:
-        sizes = np.bincount(labels.ravel())[1:]
-        support = labels == (1 + int(np.argmax(sizes)))
-    sup = torch.from_numpy(support).to(obj.device)
-    out, sup = centre_on_support((obj * sup).unsqueeze(0), sup.unsqueeze(0))
-    out, sup = out[0], sup[0]
-    mean_phase = torch.angle(out[sup].sum()) if bool(sup.any()) else torch.tensor(0.0)
-    return out * torch.exp(-1j * mean_phase), sup
+    dims = spatial_dims(obj, ndim)
+    batched = obj.ndim > len(dims)
+    x = obj if batched else obj.unsqueeze(0)
+    sup = threshold_support(x, threshold, len(dims))
+    sup = torch.stack([largest_component(s) for s in sup])
+    out, sup = centre_on_support(x * sup, sup)
+    # the object is zero outside its support: the sum over the grid is the sum inside it
+    mean_phase = torch.angle(out.sum(dim=dims))
+    out.mul_(torch.polar(torch.ones_like(mean_phase), -mean_phase).reshape((-1,) + (1,) * len(dims)))
+    return (out, sup) if batched else (out[0], sup[0])

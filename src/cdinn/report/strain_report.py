@@ -13,13 +13,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.ndimage import distance_transform_edt, label  # noqa: E402
+import torch  # noqa: E402
+from scipy.ndimage import distance_transform_edt  # noqa: E402
 from skimage.measure import marching_cubes  # noqa: E402
 
 from cdinn.report.figures import describe, phase_limit, save_figure, scale_bar  # noqa: E402
 from cdinn.io.results import Result  # noqa: E402
 from cdinn.physics.geometry import BraggGeometry, lab_vector_to_grid, to_lab  # noqa: E402
 from cdinn.physics.strain import StrainMap, bragg_norm, strain_map  # noqa: E402
+from cdinn.physics.support import largest_component  # noqa: E402
 
 
 @dataclass
@@ -58,12 +60,7 @@ class Crystal:
 
 def crystal_support(amplitude: np.ndarray, threshold: float) -> np.ndarray:
     """Largest connected region where the amplitude is at least ``threshold`` of its maximum."""
-    mask = amplitude >= threshold * amplitude.max()
-    labels, n = label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == 1 + int(np.argmax(sizes))
+    return largest_component(torch.from_numpy(amplitude >= threshold * amplitude.max())).numpy()
 
 
 def analyse(

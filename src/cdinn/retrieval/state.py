@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cdinn.errors import InputError
-from cdinn.physics.fourier import as_tensor, from_native, to_native
+from cdinn.physics.fourier import as_tensor, from_native, match_norm, to_native
 from cdinn.physics.metrics import chi2_amplitude
 from cdinn.physics.noise import noise_floor_chi2
 from cdinn.physics.support import shrink_wrap
@@ -49,8 +49,13 @@ class Measurement:
         self.mask = None if mask is None else (as_tensor(mask, self.device) != 0)
         if self.mask is not None and tuple(self.mask.shape) != self.shape:
             raise InputError(f"mask shape {tuple(self.mask.shape)} does not match the pattern shape {self.shape}")
+
+    @functools.cached_property
+    def projector(self) -> FourierProjector:
+        """The Fourier projector of this pattern (FFT-native layout), built when first needed:
+        a network-only inversion never iterates."""
         measured = None if self.mask is None else to_native(~self.mask)
-        self.projector = FourierProjector(to_native(self.intensity.clamp_min(0).sqrt()), measured)
+        return FourierProjector(to_native(self.intensity.clamp_min(0).sqrt()), measured)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -102,11 +107,8 @@ class State:
             obj, support = obj.unsqueeze(0), support.unsqueeze(0)
         if tuple(obj.shape[1:]) != measurement.shape or tuple(support.shape[-ndim:]) != measurement.shape:
             raise InputError(f"object {tuple(obj.shape[1:])} / support {tuple(support.shape[-ndim:])} must match the pattern {measurement.shape}")
-        x = to_native(obj, ndim).clone()
         # Parseval: the object's norm must match the measured amplitude's norm.
-        target = measurement.projector.amplitude.square().sum()
-        norms = x.abs().square().sum(dim=tuple(range(1, ndim + 1)), keepdim=True).clamp_min(1e-30)
-        x = x * (target / norms).sqrt()
+        x = match_norm(to_native(obj, ndim).clone(), measurement.projector.norm2, ndim)
         sup = to_native(support, ndim).expand(x.shape)
         return cls(measurement, x, Support(sup), network)
 

@@ -87,7 +87,8 @@ class CDIModel(nn.Module):
             cache.clear()  # before copying, so the copy does not hold the old copy
             net = swap_for_cpu(copy.deepcopy(self).to(torch.bfloat16, memory_format=CHANNELS_LAST[self.ndim]))
             cache.update(key=key, net=net)
-        return cache["net"].train(self.training)
+        net = cache["net"]
+        return net if net.training == self.training else net.train(self.training)  # train() walks every module
 
     def describe(self) -> dict[str, Any]:
         """Architecture facts for the model card."""

@@ -213,6 +213,12 @@ def test_a_network_only_stack_is_each_patterns_own_inversion():
         assert abs(batched.chi2 - alone.chi2) <= 1e-5 * alone.chi2
         assert abs(batched.provenance["chi2_noise_floor"] - alone.provenance["chi2_noise_floor"]) <= 1e-5 * alone.chi2
         assert batched.provenance["stages"][0]["stage"] == "network" and batched.provenance["refine"] == "none"
+    masks = np.zeros(stack.shape, dtype=bool)
+    masks[1, 30:34, :] = True  # a gap in one pattern only
+    masked = [r for _, r in invert_stack(stack[:3], masks[:3], model, "none")]
+    alone = invert(stack[1], model, refine="none", mask=masks[1])
+    assert abs(masked[1].chi2 - alone.chi2) <= 1e-5 * alone.chi2 and masked[1].provenance["masked_pixels"] == 4 * 64
+    assert masked[0].provenance["masked_pixels"] == 0 and abs(masked[0].chi2 - together[0].chi2) <= 1e-5 * together[0].chi2
     bad = dict(enumerate((p, None) for p in stack[:2]))
     bad[1] = (stack[1][None], None)  # the wrong dimensionality for this model
     found = dict(invert_many(bad, model, "none"))

@@ -6,7 +6,8 @@ written under a ``.part`` name and renamed in, then a burst of 20 at once. Laten
 from its rename to its result on disk (the ledger's time, written right after the result) and
 to the moment the page's event stream reports it done (a client on ``/api/events``). The burst's
 drain time runs from its first drop to its last result. With the shipped 3D model and the
-default refinement; then the same with ``--phase`` and the default recipe (fewer scans).
+default refinement (its retries after the first result, the default, and before it); then the same
+with ``--phase`` and the default recipe (fewer scans).
 """
 
 from __future__ import annotations
@@ -92,25 +93,31 @@ def _session(args: list[str], patterns: list[np.ndarray], steady: int) -> dict:
             while len(seen) < len(patterns) and time.time() < deadline + 1200:
                 time.sleep(0.1)
             files = json.loads(ledger.read_text())["files"]
+            while any(f.get("refining") for f in files.values()) and time.time() < deadline + 1500:
+                time.sleep(0.1)  # retries that run after the first result
+                files = json.loads(ledger.read_text())["files"]
         finally:
             stop.set()
             proc.terminate()
             proc.wait(timeout=60)
     disk = {n: files[n]["finished"] - t for n, t in arrived.items()}
+    final = {n: (files[n].get("refined") or files[n]["finished"]) - t for n, t in arrived.items()}
     page = {n: seen[n] - t for n, t in arrived.items() if n in seen}
     steady_names = [n for n in arrived if n.startswith("s")]
     burst_names = [n for n in arrived if n.startswith("b")]
     return {
         "disk": [disk[n] for n in steady_names], "page": [page[n] for n in steady_names if n in page],
+        "final": [final[n] for n in steady_names],
         "drain": max(files[n]["finished"] for n in burst_names) - burst_start if burst_names else float("nan"),
         "burst": len(burst_names), "errors": sum(f["state"] != "done" for f in files.values()),
+        "improved": sum(bool(f.get("refined")) for f in files.values()),
     }
 
 
 def _row(label: str, r: dict, n: int) -> list:
     q = lambda v, p: f"{np.percentile(v, p):.2f} s" if v else "–"  # noqa: E731
-    return [label, n, q(r["disk"], 50), q(r["disk"], 95), q(r["page"], 50), q(r["page"], 95),
-            f"{r['drain']:.1f} s ({r['burst']} scans)", r["errors"]]
+    return [label, n, q(r["disk"], 50), q(r["disk"], 95), q(r["page"], 50), q(r["page"], 95), q(r["final"], 95),
+            r["improved"], f"{r['drain']:.1f} s ({r['burst']} scans)", r["errors"]]
 
 
 def main(quick: bool) -> str:
@@ -118,17 +125,25 @@ def main(quick: bool) -> str:
     patterns = [held_out_case(7000 + i)[1] for i in range(2 * n)]
     log(f"watch: {MODEL}, {n} at 1/s then a burst of {n}")
     net = _session(["--model", MODEL], patterns, n)
+    log(f"watch: {MODEL} --no-retry-later, {n} at 1/s then a burst of {n}")
+    before = _session(["--model", MODEL, "--no-retry-later"], patterns, n)
     m = 4 if quick else 10
     log(f"watch: --phase, {m} at 1/s then a burst of {m}")
     pr = _session(["--phase"], patterns[: 2 * m], m)
-    rows = [_row(f"`--model {MODEL}` (default refinement)", net, n), _row("`--phase` (default recipe, 600 it.)", pr, m)]
+    rows = [_row(f"`--model {MODEL}` (default refinement; retries after the first result)", net, n),
+            _row(f"`--model {MODEL} --no-retry-later` (retries before the result)", before, n),
+            _row("`--phase` (default recipe, 600 it.)", pr, m)]
     return "\n".join([
         "Latency from a file's rename into the watched folder to its result on disk and to the page's event stream "
-        "reporting it done, at one scan per second; then a burst dropped at once.",
+        "reporting it done, at one scan per second; then a burst dropped at once. With the default refinement a "
+        "stagnated scan's first result (chi² above the counting-noise floor) is written at once and its retries run "
+        "while no scan waits; *final p95* is the latency of the last result each scan got, *improved* how many "
+        "results were replaced (all scans, burst included).",
         "",
-        table(["watch", "scans at 1/s", "disk p50", "disk p95", "page p50", "page p95", "burst drain", "errors"], rows),
+        table(["watch", "scans at 1/s", "disk p50", "disk p95", "page p50", "page p95", "final p95", "improved",
+               "burst drain", "errors"], rows),
         "",
         f"Target with the shipped 3D model: p95 ≤ 2 s at one scan per second "
-        f"({'met' if np.percentile(net['page'] or [np.inf], 95) <= 2.0 else 'missed'}, on the page). "
-        "With `--phase` the figures are reported, with no target.",
+        f"({'met' if np.percentile(net['page'] or [np.inf], 95) <= 2.0 else 'missed'}, on the page; the final result's "
+        f"p95 {np.percentile(net['final'], 95):.2f} s). With `--phase` the figures are reported, with no target.",
     ])

@@ -45,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=16, help="most files taken at once; one network batch per shape (default 16)")
     p.add_argument("--serve", type=int, metavar="PORT", help="serve the live page on this port")
     p.add_argument("--host", default="127.0.0.1", help="address of the page (default 127.0.0.1: this machine only)")
-    p.add_argument("--once", action="store_true", help="process the files already there, then exit")
+    p.add_argument("--retry-later", action=argparse.BooleanOptionalAction, default=True,
+                   help="with the default refinement: write each scan's result at once and run the retries of a "
+                        "stagnated one (chi² above the counting-noise floor) while no scan waits, replacing the result "
+                        "when they improve it (default); --no-retry-later retries before writing, as cdinn invert does")
+    p.add_argument("--once", action="store_true", help="process the files already there, then exit (improvements included)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per result")
     p.set_defaults(run=run)
 
@@ -53,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``cdinn watch``."""
     from cdinn.retrieval import parse_recipe, resolve_device
-    from cdinn.watch import Watcher, network_processor, phase_processor
+    from cdinn.watch import Watcher, later_processor, network_processor, phase_processor
 
     in_dir, out_dir = Path(args.in_dir), Path(args.output)
     if not in_dir.is_dir():
@@ -67,20 +71,23 @@ def run(args: argparse.Namespace) -> int:
     if args.serve is not None and not 0 < args.serve < 65536:
         raise InputError(f"--serve {args.serve}: not a port number")
     device = resolve_device(args.device)
+    later = None
     if args.phase:
         parse_recipe(args.recipe)
         process, method, label = phase_processor(args.recipe, device, seed=args.seed), args.recipe, "phase retrieval"
     else:
         from cdinn.models import load_model
-        from cdinn.pipeline import refinement_recipe
+        from cdinn.pipeline import DEFAULT_REFINE, refinement_recipe
 
         refinement_recipe(args.refine)
         model = load_model(args.model, device)
-        process = network_processor(model, args.refine, device, seed=args.seed)
+        deferred = args.retry_later and refinement_recipe(args.refine) == refinement_recipe(DEFAULT_REFINE)
+        process = network_processor(model, args.refine, device, seed=args.seed, **({"retry": False} if deferred else {}))
+        later = later_processor(model, device, seed=args.seed) if deferred else None
         label = str(model.card.get("name", args.model))
         method = f"{label} + {args.refine}"
     watcher = Watcher(in_dir, out_dir, process, method, label, fmt=args.format, settle=args.settle, max_batch=args.max_batch,
-                      log=None if args.quiet else print)
+                      log=None if args.quiet else print, later=later)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

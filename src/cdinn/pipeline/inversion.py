@@ -310,10 +310,20 @@ def retry_until_converged(state: State, raw: torch.Tensor, transform: GridTransf
 
     Each attempt is appended to ``attempts`` and to the state's stages.
     """
-    measurement = state.measurement
+    for best in retry_steps(state.measurement, raw, transform, threshold, seed, floor, best, attempts, state.stages):
+        pass
+    return best
+
+
+def retry_steps(measurement: Measurement, raw: torch.Tensor, transform: GridTransform, threshold: float, seed: int,
+                floor: float, best: tuple[torch.Tensor, torch.Tensor, float, np.ndarray], attempts: list[dict],
+                stages: list[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor, float, np.ndarray]]:
+    """:func:`retry_until_converged` one attempt at a time: yields the best ``(object, support,
+    chi2, history)`` after each attempt, and stops once it is within the floor or
+    :data:`RETRIES` are spent. Each attempt is appended to ``attempts`` and ``stages``."""
     for attempt in RETRIES:
         if best[2] <= CONVERGED * floor:
-            break
+            return
         t = time.perf_counter()
         if "phase_seed" in attempt:
             done = phase_retrieval(measurement, DEFAULT_RECIPE, seed=seed + attempt["phase_seed"], progress=False)
@@ -326,10 +336,50 @@ def retry_until_converged(state: State, raw: torch.Tensor, transform: GridTransf
             label = f"{attempt['recipe']}, support grown by {attempt['dilation']}"
         seconds = time.perf_counter() - t
         attempts.append({"attempt": label, "chi2": found[2], "kept": found[2] < best[2], "seconds": seconds})
-        state.stages.append({"stage": f"retry: {label}", "chi2": found[2], "seconds": seconds})
+        stages.append({"stage": f"retry: {label}", "chi2": found[2], "seconds": seconds})
         if found[2] < best[2]:
             best = (found[0].to(measurement.device), found[1].to(measurement.device), found[2], found[3])
-    return best
+        yield best
+
+
+def needs_retry(result: Result) -> bool:
+    """Whether the default refinement would retry ``result``: its chi² is above :data:`CONVERGED`
+    times the counting-noise floor (never for a pattern that is not photon counts)."""
+    ratio = result.provenance.get("chi2_over_noise_floor")
+    return ratio is not None and ratio > CONVERGED
+
+
+def later_retries(pattern: np.ndarray | torch.Tensor, mask: np.ndarray | None, model: CDIModel, first: Result,
+                  threshold: float = 0.1, binning: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+                  precision: str = "auto") -> Iterator[Result]:
+    """The retries of :func:`invert`'s default refinement, run after its first result was used.
+
+    ``first`` is :func:`invert`'s result for this pattern with ``retry=False``. Yields it updated
+    after each attempt (the lowest chi² kept; attempts and stages recorded as :func:`invert`
+    records them), so that the final result is the one ``retry=True`` gives. ``cdinn watch``
+    runs one attempt at a time between scans: a stagnated scan's first result is not held
+    back, nor are the scans after it.
+    """
+    t0 = time.perf_counter()
+    measurement = Measurement(pattern, mask, device)
+    floor = first.provenance["chi2_noise_floor"]
+    if floor is None:
+        return
+    masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
+    raw, transform = predict(model, measurement.intensity.unsqueeze(0), binning, masks, precision)
+    device = measurement.device
+    best = (torch.from_numpy(first.object).to(device), torch.from_numpy(first.support).to(device), float(first.chi2),
+            np.asarray(first.history["chi2"]))
+    prediction = torch.from_numpy(first.extras["prediction"]).to(device)
+    attempts: list[dict] = []
+    stages = list(first.provenance["stages"])
+    for best in retry_steps(measurement, raw[0], transform, threshold, seed, floor, best, attempts, stages):
+        provenance = dict(first.provenance, stages=list(stages), retries=list(attempts), chi2_over_noise_floor=best[2] / floor,
+                          prediction_is_twin_of_refined=is_twin(prediction, best[0]),
+                          timings=dict(first.provenance["timings"], retry_s=time.perf_counter() - t0))
+        yield Result(object=best[0].cpu().numpy().astype(np.complex64, copy=False),
+                     support=best[1].cpu().numpy().astype(bool, copy=False), chi2=best[2],
+                     history={"chi2": np.asarray(best[3])}, provenance=provenance, extras=first.extras)
 
 
 CPU_BATCH_VOXELS = 2**19

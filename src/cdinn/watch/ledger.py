@@ -38,6 +38,8 @@ class Entry:
     chi2, method, seconds : what the result reports (chi², model or recipe, compute time)
     noise : chi² over the counting-noise floor (None when the pattern is not photon counts);
         above 1 the result fits worse than the true object would
+    refining : the written result may still be improved (retries run between scans)
+    refined : when the improvement ended (or last replaced the result)
     """
 
     name: str
@@ -52,6 +54,8 @@ class Entry:
     method: str = ""
     seconds: float | None = None
     noise: float | None = None
+    refining: bool = False
+    refined: float | None = None
 
     @property
     def latency_s(self) -> float | None:
@@ -84,6 +88,7 @@ class Ledger:
             # A run killed mid-way left these unfinished: they are done again.
             if entry.state in ("queued", "running"):
                 entry.state = "queued"
+            entry.refining = False  # an improvement in progress ends with the run that made it
 
     def is_done(self, name: str, size: int, mtime_ns: int) -> bool:
         """Whether this version of ``name`` already has a result or a recorded error."""

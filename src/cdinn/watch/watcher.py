@@ -27,6 +27,10 @@ IGNORED_SUFFIXES = (".part", ".tmp")
 Processor = Callable[[dict[str, tuple]], Iterator[tuple[str, Result | InputError]]]
 """name -> (intensity, mask) in; (name, Result or InputError) out, as each is done."""
 
+Later = Callable[[tuple, Result], Iterator[Result] | None]
+"""(intensity, mask) and a first result in; None when nothing is left to do, else an iterator
+of improved results, one step at a time (run when no scan is waiting)."""
+
 
 def eligible(path: Path) -> bool:
     """Whether ``path`` looks like a pattern the watcher should take (not whether it is complete)."""
@@ -48,12 +52,18 @@ class Watcher:
     settle : seconds a file's size and time must stay unchanged before it is taken
     max_batch : most files taken at once (those of one shape share a network batch)
     log : where one line per result goes (None: nowhere)
+    later : work that may improve a result after it was written (:func:`later_processor`): its
+        steps run one at a time while no scan waits, each improvement rewrites the result
     """
 
     def __init__(self, in_dir: Path, out_dir: Path, process: Processor, method: str, label: str = "", fmt: str = ".h5",
-                 settle: float = 0.3, max_batch: int = 16, log: Callable[[str], None] | None = print):
+                 settle: float = 0.3, max_batch: int = 16, log: Callable[[str], None] | None = print,
+                 later: Later | None = None):
         self.in_dir, self.out_dir = Path(in_dir), Path(out_dir)
         self.process, self.method, self.label, self.fmt = process, method, label or method, fmt
+        self.later = later
+        # results still being improved: (name, version processed, steps)
+        self.pending: deque[tuple[str, tuple[int, int], Iterator[Result]]] = deque()
         self.settle, self.max_batch, self.log = settle, max_batch, log
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.out_dir)
@@ -113,24 +123,47 @@ class Watcher:
             except InputError as exc:
                 self._record(name, exc)
         for name, result in self.process(loaded):
-            self._record(name, result, loaded[name][0].shape)
+            steps = None if self.later is None or isinstance(result, InputError) else self.later(loaded[name], result)
+            entry = self._record(name, result, loaded[name][0].shape, refining=steps is not None)
+            if steps is not None and entry is not None:
+                self.pending.append((name, (entry.size, entry.mtime_ns), steps))
         return len(names)
 
-    def _record(self, name: str, result: Result | InputError, shape: tuple[int, ...] = ()) -> None:
+    def improve(self) -> None:
+        """One step of the oldest pending improvement; a better result replaces the written one."""
+        name, version, steps = self.pending[0]
+        entry = self.ledger.entries.get(name)
+        current = entry is not None and entry.state == "done" and (entry.size, entry.mtime_ns) == version
+        step = next(steps, None) if current else None
+        if step is None:  # finished, or the file came back as a new version meanwhile
+            self.pending.popleft()
+            if current:
+                self.ledger.update(name, refining=False, refined=time.time())
+            return
+        if step.chi2 < entry.chi2:
+            self._record(name, step, step.object.shape, refining=True, improved=True)
+
+    def _record(self, name: str, result: Result | InputError, shape: tuple[int, ...] = (), refining: bool = False,
+                improved: bool = False) -> Entry | None:
+        """Write a result (or record an error) and its ledger entry; ``improved``: it replaces
+        this version's earlier result."""
         if isinstance(result, InputError):
             self.ledger.update(name, state="error", message=str(result), finished=time.time())
             if self.log:
                 self.log(f"{name}: error: {result}")
-            return
+            return None
         result.provenance.update(input_record(self.in_dir / name, shape))
-        dest = self._result_name(name)
+        dest = self.ledger.entries[name].result if improved else self._result_name(name)
         write_result(self.out_dir / dest, result)
-        seconds = result.provenance.get("timings", {}).get("total_s")
+        now = time.time()
         entry: Entry = self.ledger.update(name, state="done", result=dest, chi2=float(result.chi2), method=self.label,
-                                          seconds=seconds, noise=result.provenance.get("chi2_over_noise_floor"),
-                                          message="", finished=time.time())
+                                          seconds=result.provenance.get("timings", {}).get("total_s"),
+                                          noise=result.provenance.get("chi2_over_noise_floor"), message="",
+                                          refining=refining, **({"refined": now} if improved else {"finished": now, "refined": None}))
         if self.log:
-            self.log(f"{name}: chi2 {result.chi2:.4g}  ({entry.latency_s:.2f} s from arrival) -> {self.out_dir / dest}")
+            how = "improved" if improved else f"({entry.latency_s:.2f} s from arrival)"
+            self.log(f"{name}: chi2 {result.chi2:.4g}  {how} -> {self.out_dir / dest}")
+        return entry
 
     def _result_name(self, name: str) -> str:
         stem = Path(name).stem
@@ -145,10 +178,12 @@ class Watcher:
 
         self.scan()
         if once:
-            while not stop.is_set() and (self.candidates or self.queue):
+            while not stop.is_set() and (self.candidates or self.queue or self.pending):
                 self.promote()
                 if self.queue:
                     self.run_batch()
+                elif self.pending and not self.candidates:
+                    self.improve()
                 else:
                     time.sleep(poll)
             return
@@ -161,6 +196,8 @@ class Watcher:
                 self.run_batch()
                 self.scan()  # what arrived meanwhile
                 self.promote()
+            if self.pending and not self.candidates and not stop.is_set():
+                self.improve()  # one step, then look for new scans again
 
 
 def network_processor(model, refine: str, device, **options) -> Processor:
@@ -171,6 +208,17 @@ def network_processor(model, refine: str, device, **options) -> Processor:
         yield from invert_many(loaded, model, refine, device=device, **options)
 
     return process
+
+
+def later_processor(model, device, **options) -> Later:
+    """``cdinn invert``'s retries of a stagnated result (:func:`cdinn.pipeline.inversion.later_retries`),
+    for a :func:`network_processor` that runs the default refinement with ``retry=False``."""
+    from cdinn.pipeline.inversion import later_retries, needs_retry
+
+    def later(loaded: tuple, first: Result) -> Iterator[Result] | None:
+        return later_retries(loaded[0], loaded[1], model, first, device=device, **options) if needs_retry(first) else None
+
+    return later
 
 
 def phase_processor(recipe: str, device, seed: int | None = None, starts: int = 1) -> Processor:

@@ -225,6 +225,10 @@ def test_a_result_is_written_at_once_and_improved_while_no_scan_waits(tmp_path):
     w.improve()  # the first version's steps: dropped without a step
     assert len(w.pending) == 1 and w.ledger.entries["b.npy"].refining
     assert len(calls) == 3
+    stop = threading.Event()
+    stop.set()
+    w.run(stop)  # stopped with work pending: the scan keeps its result, no longer marked refining
+    assert not w.pending and not w.ledger.entries["b.npy"].refining and w.ledger.entries["b.npy"].state == "done"
 
 
 def test_later_retries_end_where_invert_with_retries_ends():

@@ -173,7 +173,18 @@ class Watcher:
     def run(self, stop: Event, once: bool = False, poll: float = 0.1) -> None:
         """Watch until ``stop`` is set (SIGINT/SIGTERM) — or, with ``once``, until the folder's
         current files are done. The batch in progress always finishes; the ledger is on disk
-        after every change."""
+        after every change. Improvements not finished when it stops are dropped: those scans
+        keep the result they have."""
+        try:
+            self._run(stop, once, poll)
+        finally:
+            for name, version, _ in self.pending:
+                entry = self.ledger.entries.get(name)
+                if entry is not None and entry.refining and (entry.size, entry.mtime_ns) == version:
+                    self.ledger.update(name, refining=False)
+            self.pending.clear()
+
+    def _run(self, stop: Event, once: bool, poll: float) -> None:
         from watchfiles import watch
 
         self.scan()

@@ -108,7 +108,7 @@ class State:
         if tuple(obj.shape[1:]) != measurement.shape or tuple(support.shape[-ndim:]) != measurement.shape:
             raise InputError(f"object {tuple(obj.shape[1:])} / support {tuple(support.shape[-ndim:])} must match the pattern {measurement.shape}")
         # Parseval: the object's norm must match the measured amplitude's norm.
-        x = match_norm(to_native(obj, ndim).clone(), measurement.projector.norm2, ndim)
+        x = match_norm(to_native(obj, ndim), measurement.projector.norm2, ndim)  # to_native returns a new tensor
         sup = to_native(support, ndim).expand(x.shape)
         return cls(measurement, x, Support(sup), network)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import torch
 
+from cdinn.retrieval import kernels
 from cdinn.retrieval.projections import FourierProjector, Support, support_projection
 
 
 def error_reduction(x: torch.Tensor, project: FourierProjector, support: Support) -> tuple[torch.Tensor, torch.Tensor]:
     """ER (Gerchberg–Saxton–Fienup): ``x' = P_S P_M x``."""
     p, chi2 = project(x)
+    if kernels.applies(x, p, support.outside):
+        return kernels.relax_(x, p, support.outside, 0.0, -1.0), chi2
     return support_projection(p, support, out=x), chi2
 
 
@@ -27,6 +30,8 @@ def hybrid_input_output(
     Written as ``p + (1 - S)(x - (1 + beta) p)`` with ``p = P_M x``.
     """
     p, chi2 = project(x)
+    if kernels.applies(x, p, support.outside):
+        return kernels.relax_(x, p, support.outside, 1.0, -(1.0 + beta)), chi2
     return x.sub_(p, alpha=1.0 + beta).mul_(support.outside).add_(p), chi2
 
 
@@ -39,6 +44,8 @@ def raar(
     i.e. ``p + beta (1 - S)(x - 2p)``.
     """
     p, chi2 = project(x)
+    if kernels.applies(x, p, support.outside):
+        return kernels.relax_(x, p, support.outside, beta, -2.0 * beta), chi2
     x.sub_(p, alpha=2.0).mul_(support.outside)
     return torch.add(p, x, alpha=beta, out=x), chi2
 
@@ -53,6 +60,8 @@ def difference_map(
     ``x' = x + P_S(2 P_M x - x) - P_M x = (1 - S) x + (2S - 1) P_M x``.
     """
     p, chi2 = project(x)
+    if beta == 1.0 and kernels.applies(x, p, support.outside):
+        return kernels.relax_(x, p, support.outside, 1.0, -2.0), chi2
     if beta == 1.0:
         return x.mul_(support.outside).addcmul_(p, support.inside - support.outside), chi2
     gamma_s, gamma_m = -1.0 / beta, 1.0 / beta

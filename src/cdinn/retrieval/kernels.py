@@ -1,0 +1,75 @@
+"""Fused CPU loops of one projection iteration, one pass over memory each.
+
+Between its two FFTs an iteration does only element-wise work: the modulus constraint
+(``|F|²``, ``A/|F|``, the two chi² sums, the rescaled field) and the support relaxation
+(``P_M x`` inside the support, a mix of ``x`` and ``P_M x`` outside). As torch operations
+those are a dozen passes over the arrays and, on a 2-core CPU at 64³, cost twice the FFT pair
+themselves; fused into two OpenMP loops (``_fused.c``, compiled when cdinn is installed) they
+cost a fraction of it (``benchmarks/results/retrieval.md``). PyNX fuses the same steps into
+GPU kernels.
+
+The loops serve contiguous complex64 arrays on the CPU (:func:`applies`); elsewhere (CUDA,
+other dtypes, or an installation without a C compiler) the projector and the algorithms run
+the same arithmetic as torch operations, and the tests hold the two to the same results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:
+    from cdinn.retrieval import _fused
+except ImportError:  # built without a C compiler / OpenMP: the torch operations serve
+    _fused = None
+
+
+def available() -> bool:
+    """True when the compiled loops were built with this installation."""
+    return _fused is not None
+
+
+def applies(*tensors: torch.Tensor) -> bool:
+    """True when the fused loops serve these tensors: all contiguous on the CPU, the first complex64."""
+    return (_fused is not None and tensors[0].dtype == torch.complex64
+            and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors))
+
+
+def modulus_(field: torch.Tensor, amplitude: torch.Tensor, weight: torch.Tensor | None,
+             free: torch.Tensor | None) -> torch.Tensor:
+    """Give ``field`` the measured modulus in place; return the chi² sums.
+
+    Parameters
+    ----------
+    field : complex64 ``(B, *spatial)``, contiguous, CPU
+        Far fields (FFT-native layout), rescaled in place by ``A / |F|`` (plus ``free``).
+    amplitude : float32 ``(*spatial)``
+        Measured amplitude, zero where unmeasured.
+    weight, free : float32 ``(*spatial)`` or None
+        1 where measured / 1 where not (both None when every pixel was measured): an
+        unmeasured pixel keeps its far-field value.
+
+    Returns
+    -------
+    torch.Tensor
+        float64 ``(B, 2)``: ``sum(|F| A)`` and ``sum(w |F|²)`` per start, the sums that
+        :func:`cdinn.physics.metrics.chi2_from_sums` takes.
+    """
+    batch, n = field.shape[0], amplitude.numel()
+    sums = np.empty((batch, 2), dtype=np.float64)
+    _fused.modulus(field.numpy(), amplitude.numpy(), None if weight is None else weight.numpy(),
+                   None if free is None else free.numpy(), sums, batch, n, torch.get_num_threads())
+    return torch.from_numpy(sums)
+
+
+def relax_(x: torch.Tensor, p: torch.Tensor, outside: torch.Tensor, cx: float, cp: float) -> torch.Tensor:
+    """``x <- p + (1 - S)(cx x + cp p)`` in place, in one pass: ``p`` inside the support,
+    ``cx x + (1 + cp) p`` outside.
+
+    With ``p = P_M x``: ER is ``cx = 0, cp = -1``; HIO ``cx = 1, cp = -(1 + beta)``; RAAR
+    ``cx = beta, cp = -2 beta``; DM (beta = 1) ``cx = 1, cp = -2``. ``outside`` is ``1 - S``,
+    float32 ``(B, *spatial)`` or ``(1, *spatial)`` (shared by the batch).
+    """
+    batch, n = x.shape[0], x[0].numel()
+    _fused.relax(x.numpy(), p.numpy(), outside.numpy(), cx, cp, batch, n, outside.numel() == n, torch.get_num_threads())
+    return x

@@ -2,6 +2,7 @@
 the path CUDA takes: every algorithm, batched starts with their own or a shared support, a
 masked projector, 2D and 3D, and NaN propagation."""
 
+import multiprocessing
 import sys
 
 import pytest
@@ -89,6 +90,26 @@ def test_a_support_shared_by_the_batch(monkeypatch, crystal2d):
         _torch_path(m)
         plain_x, _ = ALGORITHMS["HIO"](x.clone(), project, shared, beta=0.9)
     assert torch.allclose(fused_x, plain_x, atol=1e-5 * float(plain_x.abs().max()))
+
+
+def _loops_in_a_child(x, amplitude, p, outside):
+    # only the fused loops here: torch's own thread pool does not survive a fork either
+    kernels.modulus_(x, amplitude, None, None)
+    kernels.relax_(x, p, outside, 1.0, -1.9)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_a_forked_child_runs_the_loops_after_the_parent_did():
+    # GNU OpenMP's pool does not survive a fork: with the parent's thread count the child hung
+    x = torch.randn(1, 32, 32, 32, dtype=torch.complex64)
+    amplitude, p, outside = torch.ones(32, 32, 32), x.clone(), torch.ones(1, 32, 32, 32)
+    kernels.modulus_(x, amplitude, None, None)
+    child = multiprocessing.get_context("fork").Process(target=_loops_in_a_child, args=(x, amplitude, p, outside))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
 
 
 def test_only_contiguous_complex64_cpu_tensors_take_the_kernels():

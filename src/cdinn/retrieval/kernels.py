@@ -15,6 +15,8 @@ the same arithmetic as torch operations, and the tests hold the two to the same 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -22,6 +24,20 @@ try:
     from cdinn.retrieval import _fused
 except ImportError:  # built without a C compiler / OpenMP: the torch operations serve
     _fused = None
+
+
+_pool_pid: int | None = None
+
+
+def _threads() -> int:
+    """torch's thread count, except in a process forked after the loops ran: GNU OpenMP's
+    thread pool does not survive a fork, and a parallel region in the child would wait for
+    threads that are not there (measured: it hangs), so the child runs them on one thread."""
+    global _pool_pid
+    pid = os.getpid()
+    if _pool_pid is None:
+        _pool_pid = pid
+    return torch.get_num_threads() if pid == _pool_pid else 1
 
 
 def available() -> bool:
@@ -58,7 +74,7 @@ def modulus_(field: torch.Tensor, amplitude: torch.Tensor, weight: torch.Tensor 
     batch, n = field.shape[0], amplitude.numel()
     sums = np.empty((batch, 2), dtype=np.float64)
     _fused.modulus(field.numpy(), amplitude.numpy(), None if weight is None else weight.numpy(),
-                   None if free is None else free.numpy(), sums, batch, n, torch.get_num_threads())
+                   None if free is None else free.numpy(), sums, batch, n, _threads())
     return torch.from_numpy(sums)
 
 
@@ -71,5 +87,5 @@ def relax_(x: torch.Tensor, p: torch.Tensor, outside: torch.Tensor, cx: float, c
     float32 ``(B, *spatial)`` or ``(1, *spatial)`` (shared by the batch).
     """
     batch, n = x.shape[0], x[0].numel()
-    _fused.relax(x.numpy(), p.numpy(), outside.numpy(), cx, cp, batch, n, outside.numel() == n, torch.get_num_threads())
+    _fused.relax(x.numpy(), p.numpy(), outside.numpy(), cx, cp, batch, n, outside.numel() == n, _threads())
     return x

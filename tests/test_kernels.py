@@ -69,6 +69,19 @@ def test_fused_projector_chi2_and_masked_pixels_match(monkeypatch, crystal2d):
     assert torch.allclose(far[:, ~free].abs(), project.amplitude[~free].expand(2, -1), atol=1e-4)
 
 
+def test_a_projector_from_strided_arrays_takes_the_loops(monkeypatch, crystal2d):
+    amp = to_native(intensity(torch.as_tensor(crystal2d)).sqrt())
+    measured = torch.rand(64, 64, generator=torch.Generator().manual_seed(5)) > 0.1
+    project = FourierProjector(amp.t(), measured.t())  # views that are not C-contiguous
+    x = torch.randn((2, 64, 64), dtype=torch.complex64, generator=torch.Generator().manual_seed(6))
+    fused_p, fused_chi2 = project(x)
+    with monkeypatch.context() as m:
+        _torch_path(m)
+        plain_p, plain_chi2 = project(x)
+    assert torch.allclose(fused_p, plain_p, atol=1e-5 * float(plain_p.abs().max()))
+    assert torch.allclose(fused_chi2, plain_chi2, rtol=1e-5)
+
+
 def test_a_nan_in_the_iterate_stays_visible(crystal2d):
     project, support, x = _problem(torch.as_tensor(crystal2d), 1, masked=False)
     x[0, 5, 5] = float("nan")

@@ -59,8 +59,8 @@ class FourierProjector:
             self.free = None
             self.amplitude = amplitude
         else:
-            self.weight = measured.to(amplitude.dtype)
-            self.free = (~measured).to(amplitude.dtype)
+            self.weight = measured.to(amplitude.dtype).contiguous()
+            self.free = (~measured).to(amplitude.dtype).contiguous()
             self.amplitude = amplitude * self.weight
         self.amplitude = self.amplitude.contiguous()
         self.norm2 = self.amplitude.square().sum(dtype=torch.float64)

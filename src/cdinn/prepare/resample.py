@@ -20,8 +20,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.fft import dctn, idctn
-from scipy.ndimage import maximum_filter
 
 from cdinn.errors import InputError
 from cdinn.physics import fourier_resample as band_limited
@@ -105,6 +103,8 @@ def block_dct_resample(intensity: np.ndarray, shape: Sequence[int]) -> np.ndarra
     small = [n // k for n, k in zip(shape, blocks)]
     split = tuple(x for k, s in zip(blocks, big) for x in (k, s))
     inner = tuple(range(1, 2 * data.ndim, 2))
+    from scipy.fft import dctn, idctn  # imported on use, like scipy.ndimage below: start-up of phase / invert
+
     coeffs = dctn(data.reshape(split), axes=inner, norm="ortho")
     out = idctn(coeffs, s=small, axes=inner, norm="ortho")
     out = np.clip(out.reshape(shape), 0, None)
@@ -115,6 +115,8 @@ def resample_mask(mask: np.ndarray, factors: Sequence[float], shape: Sequence[in
     """The mask of a resampled pattern: a new pixel is unmeasured if any measured pixel it covers was."""
     if not mask.any():
         return np.zeros(tuple(shape), dtype=bool)
+    from scipy.ndimage import maximum_filter
+
     grown = maximum_filter(mask, size=tuple(max(1, int(np.ceil(f))) for f in factors))
     idx = np.ix_(*[np.clip(np.round(m // 2 + (np.arange(n) - n // 2) * f).astype(int), 0, m - 1) for m, n, f in zip(mask.shape, shape, factors)])
     return grown[idx]

@@ -107,7 +107,7 @@ def test_a_support_shared_by_the_batch(monkeypatch, crystal2d):
 
 def _loops_in_a_child(x, amplitude, p, outside):
     # only the fused loops here: torch's own thread pool does not survive a fork either
-    kernels.modulus_(x, amplitude, None, None)
+    kernels.modulus_(x, amplitude, None, None, 1.0)
     kernels.relax_(x, p, outside, 1.0, -1.9)
 
 
@@ -116,7 +116,7 @@ def test_a_forked_child_runs_the_loops_after_the_parent_did():
     # GNU OpenMP's pool does not survive a fork: with the parent's thread count the child hung
     x = torch.randn(1, 32, 32, 32, dtype=torch.complex64)
     amplitude, p, outside = torch.ones(32, 32, 32), x.clone(), torch.ones(1, 32, 32, 32)
-    kernels.modulus_(x, amplitude, None, None)
+    kernels.modulus_(x, amplitude, None, None, 1.0)
     child = multiprocessing.get_context("fork").Process(target=_loops_in_a_child, args=(x, amplitude, p, outside))
     child.start()
     child.join(timeout=60)

@@ -77,21 +77,23 @@ static int take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t nbytes,
     return 0;
 }
 
-/* modulus(field, amplitude, weight, free, sums, batch, n, threads)
+/* modulus(field, amplitude, weight, free, chi2, norm2, batch, n, threads)
  * field (batch, n) complex64, rescaled in place by A/|F| (+ free); amplitude, weight, free (n)
- * float32 (weight and free None when every pixel was measured); sums (batch, 2) float64 gets
- * sum(|F| A) and sum(w |F|^2) per batch item. */
+ * float32 (weight and free None when every pixel was measured); chi2 (batch) float32 gets, per
+ * batch item, the closed form of cdinn.physics.metrics.chi2_from_sums from sum(|F| A),
+ * sum(w |F|^2) and norm2 = sum(A^2) (in double; tests hold the two equal). */
 static PyObject *modulus(PyObject *self, PyObject *args)
 {
-    PyObject *o_field, *o_amp, *o_weight, *o_free, *o_sums;
+    PyObject *o_field, *o_amp, *o_weight, *o_free, *o_chi2;
+    double norm2;
     Py_ssize_t batch, n;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOnni", &o_field, &o_amp, &o_weight, &o_free, &o_sums, &batch, &n, &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOdnni", &o_field, &o_amp, &o_weight, &o_free, &o_chi2, &norm2, &batch, &n, &threads))
         return NULL;
     int masked = o_weight != Py_None;
     Py_buffer bufs[5];
     struct { PyObject *obj; int writable; Py_ssize_t nbytes; const char *name; } want[5] = {
-        {o_field, 1, batch * n * 8, "field"}, {o_amp, 0, n * 4, "amplitude"}, {o_sums, 1, batch * 16, "sums"},
+        {o_field, 1, batch * n * 8, "field"}, {o_amp, 0, n * 4, "amplitude"}, {o_chi2, 1, batch * 4, "chi2"},
         {o_weight, 0, n * 4, "weight"}, {o_free, 0, n * 4, "free"}};
     int held = 0, count = masked ? 5 : 3;
     for (; held < count; held++)
@@ -104,7 +106,7 @@ static PyObject *modulus(PyObject *self, PyObject *args)
     }
     float *field = (float *)bufs[0].buf;
     const float *a = (const float *)bufs[1].buf;
-    double *sums = (double *)bufs[2].buf;
+    float *chi2 = (float *)bufs[2].buf;
     const float *w = masked ? (const float *)bufs[3].buf : NULL;
     const float *fr = masked ? (const float *)bufs[4].buf : NULL;
     Py_BEGIN_ALLOW_THREADS
@@ -123,8 +125,10 @@ static PyObject *modulus(PyObject *self, PyObject *args)
             overlap += ov;
             power += pw;
         }
-        sums[2 * b] = overlap;
-        sums[2 * b + 1] = power;
+        /* clamps written so that a NaN passes through, as torch's clamp_min lets it */
+        double denominator = power * norm2 < 1e-300 ? 1e-300 : power * norm2;
+        double value = 1.0 - overlap * overlap / denominator;
+        chi2[b] = (float)(value < 0.0 ? 0.0 : value);
     }
     Py_END_ALLOW_THREADS
     for (int i = 0; i < count; i++)
@@ -180,7 +184,7 @@ static PyObject *relax(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"modulus", modulus, METH_VARARGS, "Give the far field the measured modulus in place; chi² sums per batch item."},
+    {"modulus", modulus, METH_VARARGS, "Give the far field the measured modulus in place; chi² per batch item."},
     {"relax", relax, METH_VARARGS, "x <- p + outside * (cx x + cp p), in place."},
     {NULL, NULL, 0, NULL},
 };

@@ -52,8 +52,8 @@ def applies(*tensors: torch.Tensor) -> bool:
 
 
 def modulus_(field: torch.Tensor, amplitude: torch.Tensor, weight: torch.Tensor | None,
-             free: torch.Tensor | None) -> torch.Tensor:
-    """Give ``field`` the measured modulus in place; return the chi² sums.
+             free: torch.Tensor | None, norm2: float) -> torch.Tensor:
+    """Give ``field`` the measured modulus in place; return chi² per start.
 
     Parameters
     ----------
@@ -64,18 +64,21 @@ def modulus_(field: torch.Tensor, amplitude: torch.Tensor, weight: torch.Tensor 
     weight, free : float32 ``(*spatial)`` or None
         1 where measured / 1 where not (both None when every pixel was measured): an
         unmeasured pixel keeps its far-field value.
+    norm2 : float
+        ``sum(A²)`` over the measured pixels.
 
     Returns
     -------
     torch.Tensor
-        float64 ``(B, 2)``: ``sum(|F| A)`` and ``sum(w |F|²)`` per start, the sums that
-        :func:`cdinn.physics.metrics.chi2_from_sums` takes.
+        float32 ``(B,)``: the chi² of each start before the projection, the closed form of
+        :func:`cdinn.physics.metrics.chi2_from_sums` evaluated in the loop (as torch
+        operations those few scalar steps cost 0.1 ms, 7 % of a 64³ iteration).
     """
     batch, n = field.shape[0], amplitude.numel()
-    sums = np.empty((batch, 2), dtype=np.float64)
+    chi2 = np.empty(batch, dtype=np.float32)
     _fused.modulus(field.numpy(), amplitude.numpy(), None if weight is None else weight.numpy(),
-                   None if free is None else free.numpy(), sums, batch, n, _threads())
-    return torch.from_numpy(sums)
+                   None if free is None else free.numpy(), chi2, norm2, batch, n, _threads())
+    return torch.from_numpy(chi2)
 
 
 def relax_(x: torch.Tensor, p: torch.Tensor, outside: torch.Tensor, cx: float, cp: float) -> torch.Tensor:

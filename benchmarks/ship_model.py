@@ -32,6 +32,7 @@ from cdinn.physics import align, phase_error, ssim_amplitude, support_dice
 from cdinn.physics.fourier import fit_to
 from cdinn.physics.support import estimate_oversampling
 from cdinn.report import comparison_figure
+from cdinn.report.figures import flatten_phase, phase_limit
 from cdinn.train.data import GeneratedPatterns, simulation_configs
 
 HELD_OUT_SEED = 987_654
@@ -186,7 +187,12 @@ def main() -> None:
                    (f"net, Dice {rows['network'][i]['dice']:.2f}", view(align(pred[i], truths[i]).aligned))]
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
-    comparison_figure(images / f"model_{args.name}.png", panels, title=f"{args.name}: held-out best / median / worst (network alone)")
+    # The rows are different objects: one phase scale wide enough for every truth shown (the
+    # default takes it from the first row, which clipped the larger phases of the others).
+    shown = [flatten_phase(truths[i]) for i in (order[-1], order[len(order) // 2], order[0])]
+    vmax = max(phase_limit(np.angle(t[np.abs(t) >= 0.5 * np.abs(t).max()])) for t in shown)
+    comparison_figure(images / f"model_{args.name}.png", panels, phase_range=vmax,
+                      title=f"{args.name}: held-out best / median / worst (network alone)")
     lat = card["latency_cpu"]
     body = [[method, *(f"{m[k]['median']:.3f} [{m[k]['p10']:.3f}, {m[k]['p90']:.3f}]" for k in ("dice", "ssim", "phase_error"))]
             for method, m in test.items() if isinstance(m, dict)]

@@ -19,7 +19,7 @@
 #define CLONES
 #endif
 
-/* Rescale f[lo:hi] by a / |f| (+ fr where masked); add sum(|f| a) and sum(w |f|^2) to sums. */
+/* Rescale f[lo:hi] by a / |f| (+ fr where masked); return sum(|f| a) and sum(w |f|^2) over the range. */
 CLONES static void modulus_range(float *f, const float *a, const float *w, const float *fr,
                                  Py_ssize_t lo, Py_ssize_t hi, double *overlap, double *power)
 {

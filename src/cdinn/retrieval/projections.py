@@ -3,7 +3,9 @@
 Both operate in the FFT-native layout (see :mod:`cdinn.physics.fourier`), batched over
 random starts: ``psi`` has shape ``(B, *spatial)``.
 
-What keeps an iteration near the cost of its two FFTs on a CPU: supports are float tensors
+On a CPU the work between the two FFTs runs as fused compiled loops
+(:mod:`cdinn.retrieval.kernels`); what follows is the torch-operation path, which CUDA and
+other dtypes take. What kept it near the cost of its two FFTs on a CPU: supports are float tensors
 (a real-by-complex product is several times cheaper than a complex ``where``); the real
 element-wise passes write into buffers the projector owns; |F|² is computed from the
 contiguous ``view_as_real`` of the field (the strided ``.real``/``.imag`` views cost as much

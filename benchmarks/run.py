@@ -15,6 +15,8 @@ Every module ``benchmarks/bench_<name>.py`` is a section, discovered automatical
 - optional ``ORDER`` (int): position in the results file; default 100, ties by name.
 - optional ``RESULTS`` (str): stem of the results file the section belongs to; default
   ``"retrieval"`` (i.e. ``benchmarks/results/retrieval.md``).
+- optional ``available() -> str | None``: why the section cannot run on this machine (e.g. no
+  CUDA device), or ``None``. A section that cannot run is skipped and its stored figures stay.
 
 Each section's markdown is stored in ``benchmarks/results/sections/<name>.md`` with the date
 and the machine, and ``benchmarks/results/<RESULTS>.md`` is reassembled from the stored
@@ -76,8 +78,8 @@ def header_line() -> str:
     return f"{datetime.date.today().isoformat()}; {cpu}; {machine()}; Python {platform.python_version()}"
 
 
-def assemble(stem: str, sections: list[tuple[str, object]], out_dir: Path) -> Path:
-    """Rebuild ``<stem>.md`` from the stored section files that belong to it."""
+def assemble(stem: str, sections: list[tuple[str, object]], out_dir: Path) -> Path | None:
+    """Rebuild ``<stem>.md`` from the stored section files that belong to it (``None``: there are none)."""
     parts = [
         f"# cdinn benchmarks: {stem}",
         "",
@@ -85,12 +87,13 @@ def assemble(stem: str, sections: list[tuple[str, object]], out_dir: Path) -> Pa
         "Timings on a small shared CPU are noisy: every claim is a ratio of variants measured in "
         "the same process, interleaved, repeated, and summarised by the median.",
     ]
-    for name, module in sections:
-        if getattr(module, "RESULTS", "retrieval") != stem:
-            continue
-        stored = out_dir / "sections" / f"{name}.md"
-        if stored.exists():
-            parts += ["", stored.read_text().rstrip()]
+    found = [out_dir / "sections" / f"{name}.md" for name, module in sections
+             if getattr(module, "RESULTS", "retrieval") == stem]
+    found = [p for p in found if p.exists()]
+    if not found:  # e.g. only a section that could not run here
+        return None
+    for stored in found:
+        parts += ["", stored.read_text().rstrip()]
     path = out_dir / f"{stem}.md"
     path.write_text("\n".join(parts) + "\n")
     return path
@@ -123,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     for name, module in selected:
         title = getattr(module, "TITLE", name)
+        reason = module.available() if callable(getattr(module, "available", None)) else None
+        if reason:
+            log(f"section {name} skipped: {reason} (its stored figures, if any, stay)")
+            continue
         log(f"section {name}: {title}")
         torch.set_num_threads(threads)  # whatever an earlier section set, each starts alike
         header = header_line()
@@ -141,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "sections" / f"{name}.md").write_text(text)
         log(f"section {name} done in {elapsed:.0f} s")
     for stem in sorted({getattr(m, "RESULTS", "retrieval") for _, m in selected}):
-        log(f"wrote {assemble(stem, sections, out_dir).relative_to(ROOT)}")
+        path = assemble(stem, sections, out_dir)
+        if path is not None:
+            log(f"wrote {path.relative_to(ROOT)}")
     log(f"total {time.perf_counter() - t_all:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

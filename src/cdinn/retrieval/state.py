@@ -26,6 +26,7 @@ from cdinn.physics.fourier import as_tensor, from_native, match_norm, to_native
 from cdinn.physics.metrics import chi2_amplitude
 from cdinn.physics.noise import noise_floor_chi2
 from cdinn.physics.support import shrink_wrap
+from cdinn.retrieval import graphs
 from cdinn.retrieval.algorithms import ALGORITHMS
 from cdinn.retrieval.projections import FourierProjector, Support
 from cdinn.retrieval.recipe import ITERATING, Step
@@ -95,6 +96,7 @@ class State:
     average: torch.Tensor | None = None
     n_average: int = 0
     reference: torch.Tensor | None = None
+    graphs: graphs.Graphs | None = None
 
     @classmethod
     def from_object(cls, measurement: Measurement, obj: torch.Tensor, support: torch.Tensor,
@@ -153,6 +155,9 @@ def blocks(steps: Sequence[Step]) -> list[tuple[Step, int]]:
 
 def _project(state: State, step: Step, count: int) -> None:
     algorithm = ALGORITHMS[step.name]
+    if step.name != "AVG" and graphs.enabled(state.x):  # AVG's running average stays outside the record
+        graphs.iterate(state, algorithm, str(step), step.params, count)
+        return
     dims = tuple(range(1, state.ndim + 1))
     for _ in range(count):
         state.x, chi2 = algorithm(state.x, state.measurement.projector, state.support, **step.params)

@@ -143,27 +143,61 @@ def test_a_stagnated_refinement_is_retried_until_it_reaches_the_noise_floor():
 
 @pytest.mark.parametrize("name", [m["name"] for m in shipped_models()])
 def test_the_cpu_copy_swaps_layers_for_ones_that_compute_the_same(name):
-    """Pooling and the single-channel input convolution run as faster equivalents in the bf16 copy."""
+    """Pooling and the single-channel input convolution run as faster equivalents in the bf16
+    copy; in evaluation mode BatchNorm moves past pooling and 2D convolutions carry their
+    activation, with the same results up to bfloat16 rounding."""
     import copy
 
     from cdinn.models.base import CHANNELS_LAST
-    from cdinn.models.cpu_inference import PairwiseMaxPool, ZeroChannelConv, swap_for_cpu
+    from cdinn.models.cpu_inference import ConvLeakyReLU, PairwiseMaxPool, ZeroChannelConv, swap_for_cpu
 
     model = load_model(name).eval()
     plain = copy.deepcopy(model).to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
-    swapped = model.cpu_bf16_copy()
+    swapped = swap_for_cpu(copy.deepcopy(plain))
+    fused = model.cpu_bf16_copy()
     kinds = {type(m) for m in swapped.modules()}
     assert PairwiseMaxPool in kinds and ZeroChannelConv in kinds
     assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.MaxPool3d)) for m in swapped.modules())
+    moved = [m for m in fused.modules() if isinstance(m, torch.nn.Sequential) and len(m) == 2
+             and isinstance(m[0], PairwiseMaxPool) and isinstance(m[1], (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))]
+    assert moved, "no BatchNorm moved past a pooling"
+    assert (ConvLeakyReLU in {type(m) for m in fused.modules()}) == (model.ndim == 2)
     x = model.prepare(torch.rand((2,) + (model.input_size,) * model.ndim) * 1e3)
-    x = x.to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
     with torch.no_grad():
-        a, b = plain(x), swapped(x)
+        exact = model(x)
+        x = x.to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
+        a, b, c = plain(x), swapped(x), fused(x)
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=2e-2), key
+        # fusing changes where bfloat16 rounds, not how far the copy is from float32
+        assert (c[key].float() - a[key].float()).abs().max() <= 0.1, key
+        off_plain, off_fused = ((v[key].float() - exact[key]).abs().mean() for v in (a, c))
+        assert off_fused <= 1.2 * off_plain + 1e-6, (key, off_fused, off_plain)
     # the layers themselves, on odd sizes and in float32
     pool, conv = torch.nn.MaxPool3d(2), torch.nn.Conv3d(1, 4, 3, padding=1)
     net = swap_for_cpu(torch.nn.Sequential(copy.deepcopy(conv), copy.deepcopy(pool)))
     y = torch.randn(2, 1, 9, 8, 7)
     with torch.no_grad():
         assert torch.allclose(net(y), pool(conv(y)), atol=1e-6)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_batchnorm_moves_past_pooling_only_when_that_is_exact(sign):
+    """max(a x + b) = a max(x) + b needs a > 0: a negative scale keeps the BatchNorm in place."""
+    import copy
+
+    from cdinn.models.cpu_inference import fuse_for_inference, swap_for_cpu
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).eval()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():
+        bn.weight.copy_(sign * torch.rand(3) + sign * 0.1)
+        bn.bias.normal_()
+    net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), bn), torch.nn.MaxPool2d(2)).eval()
+    fused = fuse_for_inference(swap_for_cpu(copy.deepcopy(net)))
+    assert isinstance(fused[0][-1], torch.nn.Identity) == (sign > 0)
+    y = torch.randn(2, 2, 10, 9)
+    with torch.no_grad():
+        assert torch.allclose(fused(y), net(y), atol=1e-5)

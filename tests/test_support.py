@@ -98,3 +98,28 @@ def test_largest_component_counts_diagonal_neighbours_and_keeps_the_biggest():
     single[7, 0:3] = True  # on the border, one component: returned as it is
     assert torch.equal(largest_component(single), single)
     assert not bool(largest_component(torch.zeros(4, 4, dtype=torch.bool)).any())
+
+
+def test_largest_component_of_a_batch_is_that_of_each_item():
+    """One labelling call for a batch: no component spans two items, each keeps its own largest."""
+    from cdinn.physics import largest_component
+
+    gen = torch.Generator().manual_seed(5)
+    batch = torch.rand(6, 24, 24, generator=gen) > 0.55  # many components per item
+    batch[3] = False  # an empty item stays empty
+    batch[4] = False
+    batch[4, 2:6, 2:6] = True  # one component: unchanged
+    batch[5, :, 10:] = batch[0, :, 10:]  # the same voxels in two items must not connect them
+    out = largest_component(batch, ndim=2)
+    for item, got in zip(batch, out):
+        assert torch.equal(got, largest_component(item))
+    assert not bool(out[3].any()) and torch.equal(out[4], batch[4])
+    # each item's kept component is its largest: removing it leaves only smaller ones
+    from scipy import ndimage
+
+    for item, got in zip(batch[:3], out[:3]):
+        labels, n = ndimage.label(item.numpy(), np.ones((3, 3)))
+        sizes = np.bincount(labels.ravel())[1:]
+        assert int(got.sum()) == sizes.max()
+    volumes = torch.rand(2, 12, 12, 12, generator=gen) > 0.6
+    assert torch.equal(largest_component(volumes, ndim=3)[1], largest_component(volumes[1]))

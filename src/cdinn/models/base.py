@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdinn.models.cpu_inference import swap_for_cpu
+from cdinn.models.cpu_inference import fuse_for_inference, swap_for_cpu
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
@@ -77,18 +77,19 @@ class CDIModel(nn.Module):
         pattern in 32 ms and 64 2D patterns in 90 ms, against 56 ms and 210 ms under autocast,
         which re-casts every weight and converts layouts at every call. Pooling and the
         single-channel input convolution are swapped for equivalent, faster layers
-        (:func:`cdinn.models.cpu_inference.swap_for_cpu`). The copy is rebuilt
-        when a weight or buffer of this network changes (training, fine-tuning, loading) and
-        follows its train/eval mode.
+        (:func:`cdinn.models.cpu_inference.swap_for_cpu`); in evaluation mode, convolutions
+        and their activations are fused and BatchNorm moves past pooling
+        (:func:`~cdinn.models.cpu_inference.fuse_for_inference`). The copy is rebuilt when a
+        weight or buffer of this network changes (training, fine-tuning, loading) or its
+        train/eval mode does.
         """
         cache = self.__dict__.setdefault("_bf16_copy", {})
-        key = tuple(t._version for t in (*self.parameters(), *self.buffers()))
+        key = (self.training, *(t._version for t in (*self.parameters(), *self.buffers())))
         if cache.get("key") != key:
             cache.clear()  # before copying, so the copy does not hold the old copy
             net = swap_for_cpu(copy.deepcopy(self).to(torch.bfloat16, memory_format=CHANNELS_LAST[self.ndim]))
-            cache.update(key=key, net=net)
-        net = cache["net"]
-        return net if net.training == self.training else net.train(self.training)  # train() walks every module
+            cache.update(key=key, net=net if self.training else fuse_for_inference(net))
+        return cache["net"]
 
     def describe(self) -> dict[str, Any]:
         """Architecture facts for the model card."""

@@ -145,28 +145,44 @@ def axis_projections(mask: torch.Tensor) -> list[torch.Tensor]:
     return [last.any(1), last.any(0), mask.any(1).any(0)]
 
 
-def largest_component(support: torch.Tensor) -> torch.Tensor:
-    """The largest connected component (full connectivity) of a boolean ``support`` (unbatched).
+def largest_component(support: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
+    """The largest connected component (full connectivity) of a boolean support, or of each
+    support of a batch ``(B, *spatial)`` (``ndim`` spatial axes; default: all axes, unbatched).
 
-    Labelled inside the support's bounding box, which holds every component: a crystal fills a
-    small part of an oversampled grid (64³ at oversampling 3: 5 -> 0.9 ms).
+    A batch is labelled in one call (no connectivity across items), inside the bounding box of
+    all its supports: a crystal fills a small part of an oversampled grid (64³ at oversampling
+    3: 5 -> 0.9 ms), and a stack of 2D predictions costs one call, not one per pattern. Among
+    equal sizes the first component in scan order is kept.
     """
+    dims = spatial_dims(support, ndim)
+    batched = support.ndim > len(dims)
+    items = support if batched else support.unsqueeze(0)
     box = []
-    for occupied in axis_projections(support):
+    for occupied in axis_projections(items.any(0)):
         found = torch.nonzero(occupied).flatten()
         if found.numel() == 0:
             return support
         box.append(slice(int(found[0]), int(found[-1]) + 1))
-    box = tuple(box)
+    box = (slice(None), *box)
     from scipy import ndimage  # only where a support is cleaned: keeps scipy out of start-up
 
-    labels, count = ndimage.label(support[box].cpu().numpy(), np.ones((3,) * support.ndim))
-    if count <= 1:
+    structure = np.zeros((3,) * items.ndim, dtype=bool)
+    structure[1] = True  # full connectivity within an item, none between items
+    labels, count = ndimage.label(items[box].cpu().numpy(), structure)
+    if count <= int(items.flatten(1).any(1).sum()):  # no item has more than one component
         return support
-    sizes = np.bincount(labels.ravel())[1:]
-    out = torch.zeros_like(support)
-    out[box] = torch.from_numpy(labels == (1 + int(np.argmax(sizes)))).to(support.device)
-    return out
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    owner = np.zeros(count + 1, dtype=np.int64)
+    owner[labels.reshape(len(items), -1)] = np.arange(len(items))[:, None]
+    owner = owner[1:]
+    # per owner, the largest size, the lowest label among equals: the last after this sort
+    order = np.lexsort((-np.arange(count), sizes, owner))
+    last = np.append(owner[order][1:] != owner[order][:-1], True)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[order[last] + 1] = True
+    out = torch.zeros_like(items)
+    out[box] = torch.from_numpy(keep[labels]).to(items.device)
+    return out if batched else out[0]
 
 
 def centre_on_support(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

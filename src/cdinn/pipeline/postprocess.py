@@ -26,7 +26,7 @@ def clean_prediction(obj: torch.Tensor, threshold: float = 0.1, ndim: int | None
     batched = obj.ndim > len(dims)
     x = obj if batched else obj.unsqueeze(0)
     sup = threshold_support(x, threshold, len(dims))
-    sup = torch.stack([largest_component(s) for s in sup])
+    sup = largest_component(sup, len(dims))
     out, sup = centre_on_support(x * sup, sup)
     # the object is zero outside its support: the sum over the grid is the sum inside it
     mean_phase = torch.angle(out.sum(dim=dims))

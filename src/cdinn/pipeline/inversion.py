@@ -220,7 +220,7 @@ def invert(
     floor = measurement.noise_floor
     attempts: list[dict] = []
     if (recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry) and floor is not None:
-        best = retry_until_converged(state, raw, transform, threshold, seed, floor, best, attempts)
+        best = retry_until_converged(measurement, raw, transform, threshold, seed, floor, best, attempts, state.stages)
         timings["retry_s"] = sum(a["seconds"] for a in attempts)
     timings["total_s"] = time.perf_counter() - t0 + (predict_s if prediction is not None else 0.0)
     provenance = {"refine": recipe, "stages": state.stages, "retries": attempts,
@@ -302,15 +302,15 @@ def _result(model: CDIModel, measurement: Measurement, transform: GridTransform,
     )
 
 
-def retry_until_converged(state: State, raw: torch.Tensor, transform: GridTransform, threshold: float, seed: int,
-                          floor: float, best: tuple[torch.Tensor, torch.Tensor, float, np.ndarray],
-                          attempts: list[dict]) -> tuple[torch.Tensor, torch.Tensor, float, np.ndarray]:
+def retry_until_converged(measurement: Measurement, raw: torch.Tensor, transform: GridTransform, threshold: float,
+                          seed: int, floor: float, best: tuple[torch.Tensor, torch.Tensor, float, np.ndarray],
+                          attempts: list[dict], stages: list[dict]) -> tuple[torch.Tensor, torch.Tensor, float, np.ndarray]:
     """Try :data:`RETRIES` in order while the best result's chi² exceeds :data:`CONVERGED` times
     the noise ``floor``; return the lowest-chi² ``(object, support, chi2, history)``.
 
-    Each attempt is appended to ``attempts`` and to the state's stages.
+    Each attempt is appended to ``attempts`` and to ``stages``.
     """
-    for best in retry_steps(state.measurement, raw, transform, threshold, seed, floor, best, attempts, state.stages):
+    for best in retry_steps(measurement, raw, transform, threshold, seed, floor, best, attempts, stages):
         pass
     return best
 
@@ -433,15 +433,20 @@ def invert_many(
     progress: bool = False,
     precision: str = "auto",
     retry: bool | None = None,
+    batch_refine: bool | None = None,
 ) -> Iterator[tuple[Hashable, Result | InputError]]:
     """Invert several patterns: those of one shape go through the network together (in calls of
     :func:`network_batch` patterns), then each is refined on its own (:func:`invert`); results
-    come as each is done.
+    come as each is done. With ``batch_refine`` the patterns of a network call are refined
+    together instead (:func:`refine_batch`).
 
     Parameters
     ----------
     patterns : name -> (intensity, mask or None)
     model, refine, binning, threshold, dilation, device, seed, progress, precision, retry : as for :func:`invert`
+    batch_refine : refine each network call's patterns as one batch; ``None`` (default): on a
+        GPU, where a batch of patterns costs little more than one (on a CPU they run one at a
+        time, as random starts do), and never for TL or DIP, which tune the network per pattern
 
     Yields
     ------
@@ -451,7 +456,12 @@ def invert_many(
         error = InputError(f"dilation must not be negative, got {dilation}")
         yield from ((name, error) for name in patterns)
         return
-    network_only = not refinement_recipe(refine)
+    recipe = refinement_recipe(refine)
+    network_only = not recipe
+    steps = parse_recipe(recipe) if recipe else []
+    if batch_refine is None:
+        batch_refine = torch.device(device).type == "cuda"
+    batch_refine = batch_refine and not network_only and not any(s.name in ("TL", "DIP") for s in steps)
     groups: dict[tuple[int, ...], list[Hashable]] = defaultdict(list)
     for name, (pattern, _) in patterns.items():
         groups[tuple(np.shape(pattern))].append(name)
@@ -473,6 +483,10 @@ def invert_many(
             share = (time.perf_counter() - t) / len(names)  # each pattern's share of its batch
             if network_only:  # the whole batch at once, not pattern by pattern
                 predictions.update(_network_batch(patterns, names, raw, transform, model, threshold, share, device, precision))
+            elif batch_refine:
+                done = refine_batch([patterns[n] for n in names], raw, transform, share, model, recipe, threshold,
+                                    dilation, device, seed, precision, retry)
+                predictions.update(zip(names, done))
             else:
                 predictions.update({n: (raw[i], transform, share) for i, n in enumerate(names)})
     for name, (pattern, mask) in patterns.items():
@@ -486,6 +500,68 @@ def invert_many(
                                precision=precision, retry=retry)
         except InputError as exc:
             yield name, exc
+
+
+def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: torch.Tensor, transform: GridTransform,
+                 predict_s: float, model: CDIModel, recipe: str, threshold: float = 0.1,
+                 dilation: int = DEFAULT_DILATION, device: str | torch.device = "cpu", seed: int = 0,
+                 precision: str = "auto", retry: bool | None = None) -> list[Result | InputError]:
+    """The refinement of :func:`invert` for N patterns of one shape at once: one state whose
+    measurement is the N patterns (:meth:`Measurement.stacked`), item ``i`` of the iterate
+    against pattern ``i``, so every operator of ``recipe`` runs once on the batch.
+
+    ``raw`` ``(N, *out)``: the network's predictions, all through ``transform``;
+    ``predict_s``: each pattern's share of the network time. Retries (:data:`RETRIES`) run
+    afterwards, pattern by pattern, for those above their counting-noise floor. Returns a
+    :class:`Result` per pattern (its stages, chi² history and timings its own; batch times
+    shared equally), or an :class:`InputError`; TL and DIP need :func:`invert`.
+    """
+    t0 = time.perf_counter()
+    steps = parse_recipe(recipe)
+    if any(s.name in ("TL", "DIP") for s in steps):
+        raise ValueError("TL and DIP tune the network per pattern: refine with invert()")
+    out: list[Result | InputError] = [InputError("not refined")] * len(patterns)
+    kept, measurements, starts = [], [], []
+    for i, (pattern, mask) in enumerate(patterns):
+        try:
+            measurement = Measurement(pattern, mask, device)
+            starts.append(to_measured_grid(raw[i], transform, threshold, dilation))
+        except InputError as exc:
+            out[i] = exc
+            continue
+        kept.append(i)
+        measurements.append(measurement)
+    if not kept:
+        return out
+    stacked = Measurement.stacked(measurements)
+    state = State.from_object(stacked, torch.stack([o for o, _ in starts]), torch.stack([m for _, m in starts]))
+    nn_objects = state.objects()
+    first = state.chi2()
+    state.stages.append({"stage": "network", "chi2": float(first.min()), "chi2_each": first.tolist(), "seconds": predict_s})
+    postprocess_s = (time.perf_counter() - t0) / len(kept)
+    t = time.perf_counter()
+    run(state, steps)
+    refine_s = (time.perf_counter() - t) / len(kept)
+    objects, supports, chi2, history = state.objects(), state.supports(), state.chi2().tolist(), state.chi2_history()
+    floors = noise_floors(stacked.intensity, stacked.mask, ndim=stacked.ndim)
+    retrying = recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry
+    for k, i in enumerate(kept):
+        stages = [{"stage": st["stage"], "chi2": st["chi2_each"][k],
+                   "seconds": st["seconds"] if st["stage"] == "network" else st["seconds"] / len(kept)}
+                  for st in state.stages]
+        best = (objects[k], supports[k], chi2[k], history[:, k])
+        attempts: list[dict] = []
+        timings = {"predict_s": predict_s, "postprocess_s": postprocess_s, "refine_s": refine_s}
+        if retrying and floors[k] is not None:
+            best = retry_until_converged(measurements[k], raw[i], transform, threshold, seed, floors[k], best, attempts,
+                                         stages)
+            timings["retry_s"] = sum(a["seconds"] for a in attempts)
+        timings["total_s"] = predict_s + postprocess_s + refine_s + timings.get("retry_s", 0.0)
+        provenance = {"refine": recipe, "stages": stages, "retries": attempts,
+                      "prediction_is_twin_of_refined": is_twin(nn_objects[k], best[0]), "dilation": dilation}
+        out[i] = _result(model, measurements[k], transform, best, nn_objects[k], floors[k], provenance, threshold,
+                         precision, timings)
+    return out
 
 
 def _network_batch(patterns: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]], names: Sequence[Hashable],

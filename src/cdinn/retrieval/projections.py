@@ -42,10 +42,12 @@ class FourierProjector:
 
     Parameters
     ----------
-    amplitude : tensor ``(*spatial)``
+    amplitude : tensor ``(*spatial)``, or ``(N, *spatial)`` for N patterns iterated together
+        (item ``i`` of the iterate against pattern ``i``)
         Measured amplitude ``sqrt(I)`` in FFT-native layout.
-    measured : bool tensor ``(*spatial)``, optional
+    measured : bool tensor of the same shape, optional
         True where the pixel was measured (native layout); None when all were.
+    ndim : number of spatial axes (default: all axes of ``amplitude``)
 
     Notes
     -----
@@ -53,9 +55,11 @@ class FourierProjector:
     the next call; the projected object it returns is a new tensor.
     """
 
-    def __init__(self, amplitude: torch.Tensor, measured: torch.Tensor | None = None):
-        self.ndim = amplitude.ndim
+    def __init__(self, amplitude: torch.Tensor, measured: torch.Tensor | None = None, ndim: int | None = None):
+        self.ndim = amplitude.ndim if ndim is None else ndim
         self.dims = tuple(range(-self.ndim, 0))
+        # N patterns: the compiled loops take one shared amplitude, so these take the torch path
+        self.stacked = amplitude.ndim > self.ndim
         if measured is None or bool(measured.all()):
             self.weight = None
             self.free = None
@@ -65,8 +69,8 @@ class FourierProjector:
             self.free = (~measured).to(amplitude.dtype).contiguous()
             self.amplitude = amplitude * self.weight
         self.amplitude = self.amplitude.contiguous()
-        self.norm2 = self.amplitude.square().sum(dtype=torch.float64)
-        self._norm2 = float(self.norm2)
+        self.norm2 = self.amplitude.square().sum(dim=self.dims, dtype=torch.float64)  # per pattern
+        self._norm2 = None if self.stacked else float(self.norm2)
         self._buffers: dict[str, torch.Tensor] = {}
 
     def _buffer(self, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -100,7 +104,7 @@ class FourierProjector:
 
     def __call__(self, psi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``P_M(psi)`` and the chi² of ``psi`` against the measurement (per start)."""
-        if kernels.applies(psi):
+        if not self.stacked and kernels.applies(psi):
             field, chi2 = self._fused(psi)
             return torch.fft.ifftn(field, dim=self.dims, norm="ortho"), chi2
         field, factor, chi2 = self._measure(psi)
@@ -111,7 +115,7 @@ class FourierProjector:
 
     def chi2(self, psi: torch.Tensor) -> torch.Tensor:
         """chi² of ``psi`` against the measurement (no inverse transform)."""
-        return self._fused(psi)[1] if kernels.applies(psi) else self._measure(psi)[2]
+        return self._fused(psi)[1] if not self.stacked and kernels.applies(psi) else self._measure(psi)[2]
 
 
 def support_projection(psi: torch.Tensor, support: Support, out: torch.Tensor | None = None) -> torch.Tensor:

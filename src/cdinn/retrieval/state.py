@@ -40,31 +40,50 @@ class Measurement:
     intensity : array ``(*spatial)``, 2D or 3D, zero frequency at the centre
     mask : array, optional; non-zero where a pixel was not measured
     device : torch device
+
+    :meth:`stacked` joins the measurements of N patterns of one shape into one, whose state
+    iterates N objects, item ``i`` against pattern ``i`` (a stack refined in one batch on a GPU).
     """
 
     def __init__(self, intensity: Any, mask: Any = None, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.intensity = as_tensor(intensity, self.device).to(torch.float32)
+        self.patterns: int | None = None  # N for a stacked measurement
         if self.intensity.ndim not in (2, 3):
             raise InputError(f"expected a 2D or 3D pattern, got shape {tuple(self.intensity.shape)}")
         self.mask = None if mask is None else (as_tensor(mask, self.device) != 0)
         if self.mask is not None and tuple(self.mask.shape) != self.shape:
             raise InputError(f"mask shape {tuple(self.mask.shape)} does not match the pattern shape {self.shape}")
 
+    @classmethod
+    def stacked(cls, measurements: Sequence[Measurement]) -> Measurement:
+        """One measurement of N patterns of one shape and device (intensity and mask ``(N, *spatial)``)."""
+        first = measurements[0]
+        if any(m.shape != first.shape or m.device != first.device or m.patterns for m in measurements):
+            raise ValueError("stacked measurements must be single patterns of one shape, on one device")
+        out = cls.__new__(cls)
+        out.device, out.patterns = first.device, len(measurements)
+        out.intensity = torch.stack([m.intensity for m in measurements])
+        out.mask = None if all(m.mask is None for m in measurements) else torch.stack(
+            [torch.zeros(first.shape, dtype=torch.bool, device=first.device) if m.mask is None else m.mask
+             for m in measurements])
+        return out
+
     @functools.cached_property
     def projector(self) -> FourierProjector:
         """The Fourier projector of this pattern (FFT-native layout), built when first needed:
         a network-only inversion never iterates."""
-        measured = None if self.mask is None else to_native(~self.mask)
-        return FourierProjector(to_native(self.intensity.clamp_min(0).sqrt()), measured)
+        measured = None if self.mask is None else to_native(~self.mask, self.ndim)
+        return FourierProjector(to_native(self.intensity.clamp_min(0).sqrt(), self.ndim), measured, self.ndim)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.intensity.shape)
+        """The spatial shape of the pattern (of each pattern, when stacked)."""
+        return tuple(self.intensity.shape[-self.ndim:])
 
     @property
     def ndim(self) -> int:
-        return self.intensity.ndim
+        return self.intensity.ndim - (self.patterns is not None)
 
     def chi2(self, obj: torch.Tensor) -> torch.Tensor:
         """chi² of centred objects ``(B, *spatial)`` against the measurement, per object."""
@@ -73,7 +92,9 @@ class Measurement:
     @functools.cached_property
     def noise_floor(self) -> float | None:
         """The chi² counting noise alone gives the true object (:func:`noise_floor_chi2`; None
-        when the pattern is not photon counts), computed once per measurement."""
+        when the pattern is not photon counts), computed once per measurement of one pattern."""
+        if self.patterns is not None:
+            raise ValueError("a stacked measurement has a floor per pattern: cdinn.physics.noise.noise_floors")
         return noise_floor_chi2(self.intensity, self.mask)
 
 
@@ -107,6 +128,8 @@ class State:
         support = support.to(measurement.device, torch.bool)
         if obj.ndim == ndim:
             obj, support = obj.unsqueeze(0), support.unsqueeze(0)
+        if measurement.patterns is not None and obj.shape[0] != measurement.patterns:
+            raise InputError(f"{obj.shape[0]} objects for a measurement of {measurement.patterns} patterns")
         if tuple(obj.shape[1:]) != measurement.shape or tuple(support.shape[-ndim:]) != measurement.shape:
             raise InputError(f"object {tuple(obj.shape[1:])} / support {tuple(support.shape[-ndim:])} must match the pattern {measurement.shape}")
         # Parseval: the object's norm must match the measured amplitude's norm.
@@ -232,6 +255,8 @@ def run(state: State, steps: Sequence[Step], progress: bool = False, label: str 
             chi2 = state.history[-1] if step.name in ITERATING and state.history else state.chi2()
             state.stages.append({"stage": f"{step}**{count}" if count > 1 else str(step),
                                  "chi2": float(chi2.min()), "seconds": time.perf_counter() - t})
+            if state.measurement.patterns is not None:  # N patterns: each result gets its own
+                state.stages[-1]["chi2_each"] = chi2.tolist()
             if bar is not None and step.name in ITERATING:
                 bar.update(count * state.x.shape[0])
                 bar.set_postfix(chi2=f"{float(chi2.min()):.3e}")

@@ -1,0 +1,105 @@
+"""N patterns refined as one batch (``Measurement.stacked``, ``refine_batch``): what a GPU runs
+for a stack, held here on the CPU to the pattern-by-pattern refinement of ``invert``."""
+
+import numpy as np
+import pytest
+import torch
+
+from cdinn.models import load_model
+from cdinn.pipeline.inversion import DEFAULT_REFINE, invert_many
+from cdinn.retrieval.state import Measurement, State, run
+from cdinn.retrieval import parse_recipe
+from cdinn.simulate import faceted_crystal, simulate_pattern
+
+
+@pytest.fixture(scope="module")
+def patterns():
+    out = {}
+    for seed in (11, 12, 13):
+        truth = faceted_crystal((64, 64, 64), oversampling=3.0, phase_range=2.0, seed=seed)
+        out[f"p{seed}"] = (simulate_pattern(truth, photons=1e7, seed=seed).numpy(), None)
+    mask = np.zeros((64, 64, 64), dtype=bool)
+    mask[31:34, 31:34, :] = True  # a beamstop-like stripe on one pattern only
+    out["p12"] = (out["p12"][0], mask)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("autophasenn-64")
+
+
+def test_a_stacked_measurement_projects_each_item_against_its_own_pattern(patterns):
+    singles = [Measurement(p, m) for p, m in patterns.values()]
+    stacked = Measurement.stacked(singles)
+    assert stacked.patterns == 3 and stacked.shape == (64, 64, 64) and stacked.ndim == 3
+    gen = torch.Generator().manual_seed(0)
+    x = torch.polar(torch.rand((3, 64, 64, 64), generator=gen), 6.28 * torch.rand((3, 64, 64, 64), generator=gen))
+    projected, chi2 = stacked.projector(x.clone())
+    for i, single in enumerate(singles):
+        p, c = single.projector(x[i:i + 1].clone())
+        assert torch.allclose(projected[i:i + 1], p, rtol=1e-4, atol=1e-6 * float(p.abs().max()))
+        assert torch.allclose(chi2[i], c[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="per pattern"):
+        stacked.noise_floor
+
+
+def test_a_state_of_n_patterns_iterates_as_n_states(patterns, monkeypatch):
+    """Same arithmetic item by item: the torch operations on both sides (the compiled loops,
+    which one pattern takes on a CPU, round differently), so only the order of reductions over
+    a batch differs: the projections agree to rounding, and AD (whose rounding grows through
+    Adam's normalisation) nearly so."""
+    from cdinn.retrieval import kernels
+
+    monkeypatch.setattr(kernels, "applies", lambda *tensors: False)
+    singles = [Measurement(p, m) for p, m in patterns.values()]
+    support = torch.zeros((64, 64, 64), dtype=torch.bool)
+    support[20:44, 20:44, 20:44] = True
+    gen = torch.Generator().manual_seed(1)
+    starts = torch.polar(torch.rand((3, 64, 64, 64), generator=gen), 6.28 * torch.rand((3, 64, 64, 64), generator=gen)) * support
+    for text, rtol in (("AVG**3 * ER**5 * SUP * HIO**12 * RAAR**3 * DM**2", 1e-4), ("AD**3", 1e-3)):
+        recipe = parse_recipe(text)
+        batch = run(State.from_object(Measurement.stacked(singles), starts, support.expand(3, -1, -1, -1)), recipe)
+        assert [len(st["chi2_each"]) for st in batch.stages] == [3] * len(batch.stages)
+        for i, single in enumerate(singles):
+            alone = run(State.from_object(single, starts[i], support), recipe)
+            assert torch.equal(batch.supports()[i], alone.supports()[0])
+            np.testing.assert_allclose(batch.chi2_history()[:, i], alone.chi2_history()[:, 0], rtol=rtol)
+            scale = float(alone.objects().abs().max())
+            assert torch.allclose(batch.objects()[i], alone.objects()[0], rtol=rtol, atol=rtol * scale), (text, i)
+
+
+@pytest.mark.parametrize("refine", [DEFAULT_REFINE, "ER**3"])
+def test_refining_a_batch_gives_each_pattern_its_own_result(patterns, model, refine, monkeypatch):
+    """Three patterns, one of them masked, refined batched and one by one in the same
+    arithmetic: the default refinement (110 iterations; HIO amplifies rounding, most where
+    masked pixels are free), and three ER iterations, which leave every pattern above its
+    noise floor, so that each is retried on its own (one cheap attempt here)."""
+    from cdinn.pipeline import inversion
+    from cdinn.retrieval import kernels
+
+    monkeypatch.setattr(kernels, "applies", lambda *tensors: False)
+    monkeypatch.setattr(inversion, "RETRIES", ({"recipe": "ER**10 * HIO**20", "dilation": 3},))
+    batched = dict(invert_many(patterns, model, refine, batch_refine=True, retry=True))
+    single = dict(invert_many(patterns, model, refine, batch_refine=False, retry=True))
+    if refine == "ER**3":
+        assert all(len(r.provenance["retries"]) == 1 for r in batched.values())
+    assert list(batched) == list(patterns)
+    for name in patterns:
+        a, b = batched[name], single[name]
+        np.testing.assert_allclose(a.chi2, b.chi2, rtol=2e-2)
+        assert [s["stage"] for s in a.provenance["stages"]] == [s["stage"] for s in b.provenance["stages"]]
+        assert a.history["chi2"].shape == b.history["chi2"].shape
+        assert [r["attempt"] for r in a.provenance["retries"]] == [r["attempt"] for r in b.provenance["retries"]]
+        assert a.provenance["refine"] == b.provenance["refine"] and a.provenance["masked_pixels"] == b.provenance["masked_pixels"]
+        overlap = abs(np.vdot(a.object, b.object)) / (np.linalg.norm(a.object) * np.linalg.norm(b.object))
+        assert overlap > 0.99, (name, overlap)
+    assert batched["p12"].provenance["masked_pixels"] == 3 * 3 * 64
+
+
+def test_network_steps_are_refined_pattern_by_pattern(patterns, model):
+    """TL tunes the network on one pattern: the batch path refuses it and invert_many does not batch it."""
+    from cdinn.pipeline.inversion import refine_batch
+
+    with pytest.raises(ValueError, match="TL and DIP"):
+        refine_batch([patterns["p11"]], torch.zeros(1, 32, 32, 32, dtype=torch.complex64), None, 0.0, model, "TL**1")

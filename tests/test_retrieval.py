@@ -179,3 +179,15 @@ def test_starts_stop_once_one_reaches_the_noise_floor(crystal2d):
     # Without photon counts there is no floor: every start runs.
     scaled = phase_retrieval(counts * 0.5, "ER**200 * HIO**200", starts=3, seed=0, progress=False, until_converged=True)
     assert scaled.provenance["starts_run"] == 3 and scaled.provenance["chi2_noise_floor"] is None
+
+
+def test_a_measurements_device_wins_over_the_device_argument(crystal2d):
+    """invert's retries hand phase_retrieval the pattern's Measurement and no device: the random
+    starts must be drawn where the measurement lives (a CPU start times a GPU support failed)."""
+    from cdinn.retrieval.state import Measurement
+
+    pattern = simulate_pattern(crystal2d, photons=1e7, seed=2).numpy()
+    other = "cuda" if not torch.cuda.is_available() else "cpu"
+    measurement = Measurement(pattern, None, "cuda" if other == "cpu" else "cpu")
+    res = phase_retrieval(measurement, "ER**3", seed=0, progress=False, device=other)
+    assert res.provenance["device"] == str(measurement.device)

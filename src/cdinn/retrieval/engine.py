@@ -151,7 +151,8 @@ def phase_retrieval(
         aligned; those within a chi² tolerance of the best that found the same solution);
         1 keeps the best start alone. ``provenance['averaging']`` records what was done.
     device : str or torch.device
-        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a Measurement's own device wins (its arrays
+        are there already).
     seed : int, optional
         Seed of the random starts; drawn (and recorded) when not given.
     progress : bool
@@ -174,7 +175,7 @@ def phase_retrieval(
         every start (``history['chi2']`` has shape ``(iterations, starts)``); provenance.
     """
     t0 = time.perf_counter()
-    dev = resolve_device(device)
+    dev = intensity.device if isinstance(intensity, Measurement) else resolve_device(device)
     steps = parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
     if starts < 1:
         raise InputError(f"starts must be >= 1, got {starts}")

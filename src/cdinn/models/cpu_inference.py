@@ -10,11 +10,11 @@ weights; a maximum is exact), so a model card's figures hold for the copy.
 For inference (evaluation mode, no gradients) two more passes go. A BatchNorm just before a
 2x max pooling moves after it, onto a quarter (2D) or an eighth (3D) of the values, which is
 exact when its scales are positive (``max(a x + b) = a max(x) + b`` for ``a > 0``; the shipped
-networks' are). In 2D each convolution and the LeakyReLU after it become one oneDNN call that
-applies the activation to the accumulator (:class:`ConvLeakyReLU`); in 3D that call was slower
-than the convolution and a separate activation (64³: ~+3 ms per pattern), so 3D keeps them
-apart. Measured on 2 cores, median of 12 interleaved rounds: the 64² CDI NN 1.13x faster
-(batches of 256), the 64³ AutoPhaseNN 1.06x (one pattern). The results differ from the unfused copy by bfloat16 rounding only (the
+networks' are). And each convolution and the LeakyReLU after it become one oneDNN call that
+applies the activation to the accumulator (:class:`ConvLeakyReLU`). Measured on 2 cores,
+interleaved rounds, median: the 64² CDI NN 1.13x faster in batches of 256 (12 rounds); the 64³
+AutoPhaseNN 1.06x per pattern from the BatchNorm move (12 rounds) and 1.03x more from the
+fused activations (40 rounds, range 0.75-1.8x: the VM's noise is larger than the gain). The results differ from the unfused copy by bfloat16 rounding only (the
 activation is applied before rounding, not after).
 """
 
@@ -109,7 +109,7 @@ def _positive_scales(bn: nn.Module) -> bool:
 
 
 def fuse_for_inference(net: nn.Module) -> nn.Module:
-    """In an evaluation-mode copy: 2D convolution + LeakyReLU pairs as :class:`ConvLeakyReLU`
+    """In an evaluation-mode copy: convolution + LeakyReLU pairs as :class:`ConvLeakyReLU`
     (where oneDNN's fused call exists), and a block's last BatchNorm moved after the 2x max
     pooling that follows it (where its scales are positive). Returns ``net``, changed in place."""
     fuse = _fused_conv_works()
@@ -117,8 +117,8 @@ def fuse_for_inference(net: nn.Module) -> nn.Module:
         children = list(seq.children())
         for i, (a, b) in enumerate(zip(children, children[1:])):
             conv = a.conv if isinstance(a, ZeroChannelConv) else a
-            if (fuse and isinstance(b, nn.LeakyReLU) and isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
-                    and not isinstance(conv.padding, str)):
+            if (fuse and isinstance(b, nn.LeakyReLU) and isinstance(conv, (nn.Conv2d, nn.Conv3d))
+                    and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
                 seq[i], seq[i + 1] = ConvLeakyReLU(a, b.negative_slope), nn.Identity()
             elif (isinstance(a, nn.Sequential) and len(a) and isinstance(a[-1], (nn.BatchNorm2d, nn.BatchNorm3d))
                   and isinstance(b, (PairwiseMaxPool, nn.MaxPool2d, nn.MaxPool3d)) and _positive_scales(a[-1])):

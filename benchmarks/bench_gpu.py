@@ -7,7 +7,8 @@ Runs only where CUDA is present (elsewhere ``run.py`` skips it and keeps the sto
   (``CDINN_CUDA_GRAPHS=0``), against the cuFFT pair (fftn + ifftn, complex64) in the same
   process. Target ≤ 2× the pair with graphs.
 - **PR-600**: ``cdinn phase``'s default recipe on one held-out crystal, both ways.
-- **Stacks**: ``invert_stack`` of 64 held-out patterns (network + default refinement; on a
+- **Stacks**: ``phase_stack`` (PR-600, one start per pattern) of the 64 patterns below, in
+  batches and one at a time; ``invert_stack`` of 64 held-out patterns (network + default refinement; on a
   GPU each network call's patterns are refined as one batch) against PR-600 per pattern:
   patterns per second, and the same stack refined pattern by pattern. Target ≥ 10× PR-600's.
 """
@@ -23,7 +24,7 @@ from common import HELD_OUT_SEEDS, held_out_case, log, median, table
 
 from cdinn.models import load_model
 from cdinn.pipeline import invert_stack
-from cdinn.retrieval import DEFAULT_RECIPE, graphs, phase_retrieval
+from cdinn.retrieval import DEFAULT_RECIPE, graphs, phase_retrieval, phase_stack
 
 TITLE = "The GPU path: CUDA graphs and stacks"
 ORDER = 15
@@ -113,6 +114,9 @@ def measure(device: torch.device, quick: bool) -> str:
     def inverted(patterns: np.ndarray, batched: bool = True) -> None:
         done[:] = [r for _, r in invert_stack(patterns, None, model, device=device, batch_refine=batched)]
 
+    t_phase_batched = _seconds(lambda: list(phase_stack(stack, DEFAULT_RECIPE, device=device, seed=0)), device, repeats=1)
+    t_phase_single = _seconds(lambda: list(phase_stack(stack, DEFAULT_RECIPE, device=device, seed=0, batch=1)), device,
+                              repeats=1)
     inverted(stack[:2])  # warm-up: the network's kernels, plans, records
     t_one_by_one = _seconds(lambda: inverted(stack, False), device, repeats=1)
     t_stack = _seconds(lambda: inverted(stack), device, repeats=1)
@@ -129,7 +133,9 @@ def measure(device: torch.device, quick: bool) -> str:
         f"`invert_stack` of {n} held-out patterns (`{MODEL}`, default refinement, retries included): {t_stack:.2f} s, "
         f"{rate:.1f} patterns/s against PR-600's {pr_rate:.2f}/s: **{rate / pr_rate:.1f}×** (target ≥ 10×)"
         f"{f'; {len(errors)} failed' if errors else ''}. Refined pattern by pattern instead of in batches: "
-        f"{t_one_by_one:.2f} s ({t_one_by_one / t_stack:.1f}× the batched time).",
+        f"{t_one_by_one:.2f} s ({t_one_by_one / t_stack:.1f}× the batched time). `phase_stack` (PR-600, one start "
+        f"each) of the same {n}: {t_phase_batched:.2f} s in batches, {t_phase_single:.2f} s one at a time "
+        f"({t_phase_single / t_phase_batched:.1f}×).",
     ])
 
 

@@ -116,3 +116,27 @@ def test_a_batch_too_big_for_memory_is_refined_in_parts(patterns, model, monkeyp
     assert inversion.refine_batch_size(64**3, "cpu") == 2
     results = dict(invert_many(patterns, model, "ER**3", batch_refine=True, retry=False))
     assert sizes == [2, 1] and all(r.chi2 < 0.1 for r in results.values())
+
+
+def test_a_stack_phased_in_batches_gives_each_pattern_its_own_phase_retrieval(patterns, monkeypatch):
+    """``phase_stack`` in batches (what a GPU runs) against ``phase_retrieval(seed=seed + i)``
+    one pattern at a time, in the same arithmetic: the same starts, iterates and results."""
+    from cdinn.retrieval import kernels, phase_retrieval, phase_stack
+
+    monkeypatch.setattr(kernels, "applies", lambda *tensors: False)
+    stack = np.stack([p for p, _ in patterns.values()])
+    mask = np.stack([np.zeros(p.shape, bool) if m is None else m for p, m in patterns.values()])
+    recipe = "ER**5 * SUP * HIO**20 * ER**10"
+    batched = list(phase_stack(stack, recipe, mask, seed=40, batch=2))
+    assert len(batched) == 3
+    for i, got in enumerate(batched):
+        alone = phase_retrieval(stack[i], recipe, mask=mask[i], seed=40 + i, progress=False)
+        assert got.provenance["seed"] == 40 + i and got.provenance["recipe"] == recipe
+        assert got.provenance["masked_pixels"] == alone.provenance["masked_pixels"]
+        np.testing.assert_allclose(got.history["chi2"], alone.history["chi2"], rtol=1e-3)
+        np.testing.assert_allclose(got.chi2, alone.chi2, rtol=1e-3)
+        overlap = abs(np.vdot(got.object, alone.object)) / (np.linalg.norm(got.object) * np.linalg.norm(alone.object))
+        assert overlap > 0.999, (i, overlap)
+    # one at a time (a CPU's default) is phase_retrieval itself
+    single = list(phase_stack(stack[:2], recipe, mask[:2], seed=40))
+    np.testing.assert_array_equal(single[1].object, phase_retrieval(stack[1], recipe, mask=mask[1], seed=41, progress=False).object)

@@ -16,7 +16,7 @@ from cdinn.io import (RESULT_SUFFIXES, Result, check_output, check_result_path, 
                       stack_results, write_result)
 from cdinn.io.readers import split_key
 from cdinn.prepare.cxi import input_record
-from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, resolve_device
+from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, phase_stack, resolve_device
 from cdinn.retrieval import recipe as recipe_module
 
 EPILOG = f"""recipe language:
@@ -92,15 +92,23 @@ def stack_input(args: argparse.Namespace, paths: list[Path]):
 
 
 def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[Path]) -> int:
-    """``cdinn phase --stack``: the patterns one after another (CPU) into one result file."""
+    """``cdinn phase --stack``: the patterns one after another (CPU; as batches on a GPU when
+    each has one start) into one result file."""
     stack, mask = stack_input(args, paths)
     t0 = time.perf_counter()
     results = []
-    for i, pattern in enumerate(tqdm(stack, desc="patterns", disable=args.quiet, leave=False)):
-        one_mask = mask[i] if mask is not None and mask.shape == stack.shape else mask
-        results.append(phase_retrieval(pattern, steps, starts=args.starts, mask=one_mask, support=support, average_best=args.average,
-                                       device=device, seed=None if args.seed is None else args.seed + i, progress=False,
-                                       until_converged=args.until_converged))
+    bar = tqdm(total=len(stack), desc="patterns", disable=args.quiet, leave=False)
+    if args.starts == 1 and args.average == 1 and not args.until_converged:
+        found = phase_stack(stack, args.recipe, mask, support, device, args.seed)
+    else:
+        found = (phase_retrieval(pattern, steps, starts=args.starts, support=support, average_best=args.average,
+                                 mask=mask[i] if mask is not None and mask.shape == stack.shape else mask, device=device,
+                                 seed=None if args.seed is None else args.seed + i, progress=False,
+                                 until_converged=args.until_converged) for i, pattern in enumerate(stack))
+    for result in found:
+        results.append(result)
+        bar.update()
+    bar.close()
     result = stack_results(results, time.perf_counter() - t0)
     result.provenance.update({**input_record(args.data[0], stack.shape), "recipe": args.recipe})
     write_result(paths[0], result)

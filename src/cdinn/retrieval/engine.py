@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -191,11 +191,85 @@ def phase_retrieval(
     check_memory(int(np.prod(np.shape(intensity.intensity if isinstance(intensity, Measurement) else intensity))),
                  min(batch, starts), starts, dev)
     measurement = intensity if isinstance(intensity, Measurement) else Measurement(intensity, mask, dev)
-    ndim, shape = measurement.ndim, measurement.shape
     if seed is None:  # drawn, and recorded in the provenance, so that the run can be repeated
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(int(seed))
+    x, sup = _starts(measurement, starts, seed, support, initial)
+    floor = measurement.noise_floor
+    states, chi2s = [], []
+    for i in range(0, starts, batch):
+        states.append(run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress,
+                          label="phase retrieval"))
+        chi2s.append(states[-1].chi2())
+        if until_converged and floor is not None and float(chi2s[-1].min()) <= floor:
+            break
+    final_chi2 = torch.cat(chi2s)
+    history = np.concatenate([s.chi2_history() for s in states], axis=1)
+    _sync(dev)
+    t_loop = time.perf_counter() - t0
+    return _result(measurement, recipe, steps, torch.cat([s.objects() for s in states]),
+                   torch.cat([s.supports() for s in states]), final_chi2, history, starts=starts,
+                   until_converged=until_converged, average_best=average_best, seed=seed,
+                   initial=initial is not None, seconds=(time.perf_counter() - t0, t_loop))
+
+
+def phase_stack(
+    stack: np.ndarray | torch.Tensor,
+    recipe: str | Sequence[Step] = DEFAULT_RECIPE,
+    mask: np.ndarray | torch.Tensor | None = None,
+    support: np.ndarray | torch.Tensor | None = None,
+    device: str | torch.device | None = "cpu",
+    seed: int | None = None,
+    batch: int | None = None,
+) -> Iterator[Result]:
+    """Phase retrieval of N patterns ``(N, *spatial)``, one random start each; the results in
+    order, each as soon as its batch is done.
+
+    Pattern ``i`` starts from ``seed + i``, as ``phase_retrieval(stack[i], seed=seed + i)``
+    would, and gets the same :class:`Result`; on a GPU the patterns of a batch iterate as one
+    state (:meth:`Measurement.stacked`: every operator runs once on the batch). ``batch``:
+    patterns per state; default all that half the free GPU memory holds, and 1 on a CPU, where
+    a batch does not pay (as for random starts). ``mask``: shared ``(*spatial)`` or per pattern.
+    """
+    dev = resolve_device(device)
+    steps = parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    voxels = int(np.prod(np.shape(stack)[1:]))
+    if batch is None:
+        have = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else 0
+        batch = max(1, int(have // 2 // (voxels * (BYTES_PER_VOXEL["measurement"] + BYTES_PER_VOXEL["per_batched_start"]))))
+    if batch < 1:
+        raise InputError(f"batch must be >= 1, got {batch}")
+    per_pattern = mask is not None and np.shape(mask) == np.shape(stack)
+    if batch == 1:  # one pattern at a time: phase_retrieval itself (on a CPU, its compiled loops)
+        for i in range(len(stack)):
+            yield phase_retrieval(stack[i], recipe, mask=mask[i] if per_pattern else mask, support=support, device=dev,
+                                  seed=seed + i, progress=False)
+        return
+    for lo in range(0, len(stack), batch):
+        t = time.perf_counter()
+        check_memory(voxels, min(batch, len(stack) - lo), 1, dev)
+        measurements = [Measurement(stack[i], mask[i] if per_pattern else mask, dev)
+                        for i in range(lo, min(lo + batch, len(stack)))]
+        starts = [_starts(m, 1, seed + lo + k, support) for k, m in enumerate(measurements)]
+        state = State.from_object(Measurement.stacked(measurements), torch.cat([x for x, _ in starts]),
+                                  torch.cat([sup for _, sup in starts]))
+        run(state, steps)
+        objects, supports, chi2, history = state.objects(), state.supports(), state.chi2(), state.chi2_history()
+        _sync(dev)
+        share = (time.perf_counter() - t) / len(measurements)
+        for k, m in enumerate(measurements):
+            yield _result(m, recipe, steps, objects[k:k + 1], supports[k:k + 1], chi2[k:k + 1], history[:, k:k + 1],
+                          starts=1, until_converged=False, average_best=1, seed=seed + lo + k, initial=False,
+                          seconds=(share, share))
+
+
+def _starts(measurement: Measurement, starts: int, seed: int, support: np.ndarray | torch.Tensor | None = None,
+            initial: np.ndarray | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting objects ``(starts, *spatial)`` and their supports of one pattern: ``initial``,
+    or random amplitudes and phases drawn from ``seed`` inside ``support`` (default: the
+    autocorrelation's)."""
+    dev, shape = measurement.device, measurement.shape
     if support is None:
         sup = autocorrelation_support(measurement.intensity, mask=measurement.mask)
     else:
@@ -210,26 +284,22 @@ def phase_retrieval(
             raise InputError(f"initial object shape {tuple(x.shape)} does not match the pattern shape {shape}")
         x = x.unsqueeze(0)
     else:
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(int(seed))
         amp = torch.rand((starts,) + shape, generator=gen, device=dev)
         phase = torch.rand((starts,) + shape, generator=gen, device=dev) * (2 * np.pi)
         x = torch.polar(amp, phase) * sup
-    sup = sup.unsqueeze(0).expand((starts,) + shape)
+    return x, sup.unsqueeze(0).expand((starts,) + shape)
 
-    n_iter = sum(s.name in ITERATING for s in steps)
-    floor = measurement.noise_floor
-    states, chi2s = [], []
-    for i in range(0, starts, batch):
-        states.append(run(State.from_object(measurement, x[i:i + batch], sup[i:i + batch]), steps, progress=progress,
-                          label="phase retrieval"))
-        chi2s.append(states[-1].chi2())
-        if until_converged and floor is not None and float(chi2s[-1].min()) <= floor:
-            break
-    final_chi2 = torch.cat(chi2s)
-    history = np.concatenate([s.chi2_history() for s in states], axis=1)
-    _sync(dev)
-    t_loop = time.perf_counter() - t0
 
-    objs, sups = centre_on_support(torch.cat([s.objects() for s in states]), torch.cat([s.supports() for s in states]))
+def _result(measurement: Measurement, recipe: str | Sequence[Step], steps: Sequence[Step], objects: torch.Tensor,
+            supports: torch.Tensor, final_chi2: torch.Tensor, history: np.ndarray, *, starts: int,
+            until_converged: bool, average_best: int, seed: int, initial: bool,
+            seconds: tuple[float, float]) -> Result:
+    """The :class:`Result` of one pattern's starts: the best (or averaged) object, centred on its
+    support; ``seconds`` = (total, iterations)."""
+    t0 = time.perf_counter()
+    objs, sups = centre_on_support(objects, supports)
     order = torch.argsort(final_chi2).tolist()
     best = order[0]
     obj = objs[best].cpu().numpy()
@@ -249,11 +319,12 @@ def phase_retrieval(
         else:
             averaging.pop("object")
 
-    total = time.perf_counter() - t0
+    floor = measurement.noise_floor
+    total = seconds[0] + time.perf_counter() - t0
     provenance = {
         "method": "phase_retrieval",
         "recipe": recipe if isinstance(recipe, str) else " * ".join(str(s) for s in reversed(steps)),
-        "iterations": n_iter,
+        "iterations": sum(s.name in ITERATING for s in steps),
         "starts": starts,
         "starts_run": len(final_chi2),
         "until_converged": until_converged,
@@ -263,11 +334,12 @@ def phase_retrieval(
         "chi2_noise_floor": floor,
         "chi2_over_noise_floor": None if floor is None else chi2_out / floor,
         "seed": seed,
-        "device": str(dev),
+        "device": str(measurement.device),
         "threads": torch.get_num_threads(),
         "masked_pixels": 0 if measurement.mask is None else int(measurement.mask.sum()),
-        "initial": "given" if initial is not None else "random",
-        "timings": {"total_s": total, "iterations_s": t_loop, "per_iteration_s": t_loop / max(n_iter, 1)},
+        "initial": "given" if initial else "random",
+        "timings": {"total_s": total, "iterations_s": seconds[1],
+                    "per_iteration_s": seconds[1] / max(sum(s.name in ITERATING for s in steps), 1)},
         "version": cdinn.__version__,
     }
     return Result(

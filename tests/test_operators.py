@@ -127,3 +127,13 @@ def test_one_conversion_of_the_pattern_per_invert(monkeypatch):
         monkeypatch.setattr(importlib.import_module(module), "as_tensor", counting)
     invert(pattern, model, refine="ER**5 * AD**3 * TL**2")
     assert len(seen) == 1
+
+
+def test_the_history_is_one_buffer_per_block(state):
+    """chi² goes into one (iterations, starts) buffer per block: a small tensor kept per
+    iteration sat between the FFTs' buffers in the heap and made every iteration page-fault
+    fresh ones (benchmarks/results/retrieval.md)."""
+    run(state, parse_recipe("AVG**3 * SUP * ER**7 * AD**2 * HIO**5"))
+    assert [tuple(h.shape) for h in state.history] == [(5, 1), (2, 1), (7, 1), (3, 1)]
+    assert state.chi2_history().shape == (17, 1)
+    assert np.all(np.isfinite(state.chi2_history()))

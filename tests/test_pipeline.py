@@ -97,7 +97,7 @@ def test_autodiff_operator_from_a_perturbed_truth(crystal):
     start = float(chi2(intensity(noisy * support), pattern))
     state = run(State.from_object(Measurement(pattern), noisy, support), parse_recipe("AD**60"))
     assert float(state.chi2()[0]) < 0.3 * start
-    assert len(state.history) == 60 and state.stages[-1]["stage"] == "AD(lr=0.02)**60"
+    assert state.chi2_history().shape[0] == 60 and state.stages[-1]["stage"] == "AD(lr=0.02)**60"
     # Outside the support the object stays zero.
     assert float(state.objects()[0][~support].abs().max()) == 0.0
 

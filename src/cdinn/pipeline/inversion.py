@@ -136,7 +136,7 @@ class NetworkRefiner:
         obj, support = to_measured_grid(tuned, self.transform, self.threshold, self.dilation)
         new = State.from_object(state.measurement, obj, support)
         state.x, state.support = new.x, new.support
-        state.history.extend(torch.tensor([v], device=state.x.device) for v in losses)
+        state.history.append(torch.tensor(losses, dtype=torch.float32, device=state.x.device).reshape(-1, 1))
 
 
 def invert(

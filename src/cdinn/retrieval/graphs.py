@@ -136,20 +136,19 @@ def iterate(state: State, algorithm: Algorithm, key: str, params: dict[str, floa
     eager = count if count <= GRAPH_ITERATIONS else (count % GRAPH_ITERATIONS if made else
                                                      (count - 1) % GRAPH_ITERATIONS + 1)
     project = state.measurement.projector
-    for _ in range(eager):
-        state.x, chi2 = algorithm(state.x, project, state.support, **params)
-        state.history.append(chi2)
+    rows = state.new_history(count)
+    for i in range(eager):
+        state.x, rows[i] = algorithm(state.x, project, state.support, **params)
     replays = (count - eager) // GRAPH_ITERATIONS
     if not replays:
         return
     graphs.load(state)
     found = graphs.record(key, algorithm, project, params)
     if found is None:
-        for _ in range(count - eager):
-            state.x, chi2 = algorithm(state.x, project, state.support, **params)
-            state.history.append(chi2)
+        for i in range(eager, count):
+            state.x, rows[i] = algorithm(state.x, project, state.support, **params)
         return
     record, chi2 = found
-    for _ in range(replays):
+    for r in range(replays):
         record.replay()
-        state.history.extend(chi2.clone().unbind(0))
+        rows[eager + r * GRAPH_ITERATIONS: eager + (r + 1) * GRAPH_ITERATIONS] = chi2

@@ -112,8 +112,10 @@ def test_a_batch_too_big_for_memory_is_refined_in_parts(patterns, model, monkeyp
     sizes = []
     original = inversion.refine_batch
     monkeypatch.setattr(inversion, "refine_batch", lambda pats, *a, **k: sizes.append(len(pats)) or original(pats, *a, **k))
-    monkeypatch.setattr(inversion, "available_memory", lambda: 2 * 2 * 64**3 * 76)  # room for two 64³ patterns
-    assert inversion.refine_batch_size(64**3, "cpu") == 2
+    from cdinn.retrieval import engine
+
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * 2 * 64**3 * 76)  # room for two 64³ patterns
+    assert engine.patterns_per_batch(64**3, "cpu") == 2
     results = dict(invert_many(patterns, model, "ER**3", batch_refine=True, retry=False))
     assert sizes == [2, 1] and all(r.chi2 < 0.1 for r in results.values())
 

@@ -30,7 +30,7 @@ from cdinn.physics.noise import noise_floors
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
-from cdinn.retrieval.engine import BYTES_PER_VOXEL, phase_retrieval
+from cdinn.retrieval.engine import patterns_per_batch, phase_retrieval
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, RecipeError, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
@@ -484,7 +484,7 @@ def invert_many(
             if network_only:  # the whole batch at once, not pattern by pattern
                 predictions.update(_network_batch(patterns, names, raw, transform, model, threshold, share, device, precision))
             elif batch_refine:
-                size_refine = refine_batch_size(int(np.prod(batch.shape[1:])), device)
+                size_refine = patterns_per_batch(int(np.prod(batch.shape[1:])), device)
                 for lo in range(0, len(names), size_refine):
                     part = names[lo:lo + size_refine]
                     done = refine_batch([patterns[n] for n in part], raw[lo:lo + size_refine], transform, share, model,
@@ -503,16 +503,6 @@ def invert_many(
                                precision=precision, retry=retry)
         except InputError as exc:
             yield name, exc
-
-
-def refine_batch_size(voxels: int, device: torch.device | str) -> int:
-    """Patterns of ``voxels`` each that :func:`refine_batch` takes at once: what half the
-    memory available now holds at phase retrieval's working set per batched pattern
-    (:data:`cdinn.retrieval.engine.BYTES_PER_VOXEL`), at least one."""
-    dev = torch.device(device)
-    have = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else available_memory()
-    per_pattern = voxels * (BYTES_PER_VOXEL["measurement"] + BYTES_PER_VOXEL["per_batched_start"])
-    return max(1, int(have // 2 // per_pattern))
 
 
 def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: torch.Tensor, transform: GridTransform,

@@ -110,6 +110,15 @@ def check_memory(voxels: int, batch: int, starts: int, device: torch.device) -> 
                hint=" (fewer starts, or another --device)")
 
 
+def patterns_per_batch(voxels: int, device: torch.device | str) -> int:
+    """How many patterns of ``voxels`` each one state may iterate together: what half the
+    memory available now (free GPU memory, or host memory) holds at the working set of a
+    batched pattern (:data:`BYTES_PER_VOXEL`), at least one."""
+    dev = torch.device(device)
+    have = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else available_memory()
+    return max(1, int(have // 2 // (voxels * (BYTES_PER_VOXEL["measurement"] + BYTES_PER_VOXEL["per_batched_start"]))))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -236,8 +245,7 @@ def phase_stack(
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     voxels = int(np.prod(np.shape(stack)[1:]))
     if batch is None:
-        have = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else 0
-        batch = max(1, int(have // 2 // (voxels * (BYTES_PER_VOXEL["measurement"] + BYTES_PER_VOXEL["per_batched_start"]))))
+        batch = patterns_per_batch(voxels, dev) if dev.type == "cuda" else 1
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     per_pattern = mask is not None and np.shape(mask) == np.shape(stack)
@@ -320,11 +328,12 @@ def _result(measurement: Measurement, recipe: str | Sequence[Step], steps: Seque
             averaging.pop("object")
 
     floor = measurement.noise_floor
+    n_iter = sum(s.name in ITERATING for s in steps)
     total = seconds[0] + time.perf_counter() - t0
     provenance = {
         "method": "phase_retrieval",
         "recipe": recipe if isinstance(recipe, str) else " * ".join(str(s) for s in reversed(steps)),
-        "iterations": sum(s.name in ITERATING for s in steps),
+        "iterations": n_iter,
         "starts": starts,
         "starts_run": len(final_chi2),
         "until_converged": until_converged,
@@ -339,7 +348,7 @@ def _result(measurement: Measurement, recipe: str | Sequence[Step], steps: Seque
         "masked_pixels": 0 if measurement.mask is None else int(measurement.mask.sum()),
         "initial": "given" if initial else "random",
         "timings": {"total_s": total, "iterations_s": seconds[1],
-                    "per_iteration_s": seconds[1] / max(sum(s.name in ITERATING for s in steps), 1)},
+                    "per_iteration_s": seconds[1] / max(n_iter, 1)},
         "version": cdinn.__version__,
     }
     return Result(

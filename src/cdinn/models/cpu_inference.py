@@ -14,8 +14,9 @@ networks' are). And each convolution and the LeakyReLU after it become one oneDN
 applies the activation to the accumulator (:class:`ConvLeakyReLU`). Measured on 2 cores,
 interleaved rounds, median: the 64² CDI NN 1.13x faster in batches of 256 (12 rounds); the 64³
 AutoPhaseNN 1.06x per pattern from the BatchNorm move (12 rounds) and 1.03x more from the
-fused activations (40 rounds, range 0.75-1.8x: the VM's noise is larger than the gain). The results differ from the unfused copy by bfloat16 rounding only (the
-activation is applied before rounding, not after).
+fused activations (40 rounds, range 0.75-1.8x: the VM's noise is larger than the gain). The
+results differ from the unfused copy by bfloat16 rounding only (the activation is applied
+before rounding, not after).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def _pairwise_poolable(m: nn.Module) -> bool:
             and not m.ceil_mode and not m.return_indices)
 
 
+_FUSED: bool | None = None
+
+
 def _fused_conv_works() -> bool:
     """Whether this torch build has oneDNN's fused convolution (``mkldnn._convolution_pointwise``)."""
     global _FUSED
@@ -80,9 +84,6 @@ def _fused_conv_works() -> bool:
         except (AttributeError, RuntimeError, NotImplementedError):
             _FUSED = False
     return _FUSED
-
-
-_FUSED: bool | None = None
 
 
 class ConvLeakyReLU(nn.Module):

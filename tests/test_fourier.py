@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from cdinn.physics import crop_to, forward, intensity, inverse, pad_to, twin
+from cdinn.physics import crop_to, far_field_modulus, forward, intensity, inverse, pad_to, twin
 
 
 def test_parseval_and_roundtrip(crystal3d):
@@ -30,6 +30,14 @@ def test_twin_and_translation_leave_intensity_unchanged(crystal2d):
     i = intensity(crystal2d)
     assert torch.allclose(intensity(twin(crystal2d)), i, rtol=1e-4, atol=1e-4)
     assert torch.allclose(intensity(torch.roll(crystal2d, (3, -5), (0, 1))), i, rtol=1e-4, atol=1e-4)
+
+
+def test_far_field_modulus_is_that_of_the_forward_model():
+    gen = torch.Generator().manual_seed(3)
+    for shape, ndim in (((2, 15, 16, 17), 3), ((3, 20, 21), 2), ((9, 12), 2)):
+        obj = torch.randn(shape, dtype=torch.complex64, generator=gen)
+        expected = forward(obj, ndim).abs()
+        assert torch.allclose(far_field_modulus(obj, ndim), expected, rtol=1e-5, atol=1e-6 * float(expected.max()))
 
 
 def test_batched_equals_unbatched(crystal2d):

@@ -123,3 +123,10 @@ def test_largest_component_of_a_batch_is_that_of_each_item():
         assert int(got.sum()) == sizes.max()
     volumes = torch.rand(2, 12, 12, 12, generator=gen) > 0.6
     assert torch.equal(largest_component(volumes, ndim=3)[1], largest_component(volumes[1]))
+
+
+def test_threshold_support_of_a_complex_object_thresholds_its_modulus():
+    gen = torch.Generator().manual_seed(5)
+    obj = torch.polar(torch.rand(2, 9, 10, 11, generator=gen), 6 * torch.rand(2, 9, 10, 11, generator=gen))
+    for threshold in (0.1, 0.5, 0.9):
+        assert torch.equal(threshold_support(obj, threshold, 3), threshold_support(obj.abs(), threshold, 3))

@@ -7,6 +7,7 @@ spatial dimensions (2 or 3).
 
 from cdinn.physics.fourier import (
     crop_to,
+    far_field_modulus,
     forward,
     fourier_resample,
     from_native,
@@ -48,6 +49,7 @@ __all__ = [
     "chi2_amplitude",
     "crop_to",
     "estimate_oversampling",
+    "far_field_modulus",
     "forward",
     "fourier_resample",
     "fourier_shell_correlation",

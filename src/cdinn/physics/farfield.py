@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from cdinn.physics.fourier import forward, pad_to
+from cdinn.physics.fourier import far_field_modulus, pad_to
 from cdinn.physics.metrics import chi2_amplitude, pearson
 
 
@@ -62,7 +62,7 @@ class FarField:
 
     def modulus(self, obj: torch.Tensor) -> torch.Tensor:
         """``|F|`` of ``obj`` ``(B, *object)`` zero-padded to the pattern's shape (unscaled)."""
-        return forward(pad_to(obj, self.shape), self.ndim).abs()
+        return far_field_modulus(pad_to(obj, self.shape), self.ndim)
 
     def predict(self, obj: torch.Tensor) -> torch.Tensor:
         """Far-field amplitude of ``obj``, scaled by least squares onto the measured pixels."""

@@ -24,7 +24,7 @@ from cdinn.errors import InputError
 from cdinn.io.readers import available_memory
 from cdinn.io.results import Result
 from cdinn.models.base import CDIModel, inference_dtype
-from cdinn.physics.fourier import forward, match_norm
+from cdinn.physics.fourier import far_field_modulus, match_norm
 from cdinn.physics.metrics import chi2_amplitude
 from cdinn.physics.noise import noise_floors
 from cdinn.pipeline.network_refine import fine_tune
@@ -248,7 +248,7 @@ def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, tran
     amplitude = intensity.clamp_min(0).sqrt()
     weight = None if masks is None else (~masks).to(amplitude.dtype)
     match_norm(obj, (amplitude if weight is None else amplitude * weight).square().sum(dim=dims), ndim)
-    chi2 = chi2_amplitude(forward(obj, ndim).abs(), amplitude, weight, ndim).tolist()
+    chi2 = chi2_amplitude(far_field_modulus(obj, ndim), amplitude, weight, ndim).tolist()
     floors = noise_floors(intensity, masks, ndim=ndim)
     share = (time.perf_counter() - t) / len(measurements)
     results: list[Result | InputError] = []

@@ -6,6 +6,7 @@ from cdinn.physics import (
     autocorrelation_support,
     estimate_oversampling,
     gaussian_blur,
+    grow_support,
     intensity,
     shrink_wrap,
     threshold_support,
@@ -130,3 +131,17 @@ def test_threshold_support_of_a_complex_object_thresholds_its_modulus():
     obj = torch.polar(torch.rand(2, 9, 10, 11, generator=gen), 6 * torch.rand(2, 9, 10, 11, generator=gen))
     for threshold in (0.1, 0.5, 0.9):
         assert torch.equal(threshold_support(obj, threshold, 3), threshold_support(obj.abs(), threshold, 3))
+
+
+def test_grow_support_is_binary_dilation_of_the_whole_grid():
+    from scipy import ndimage
+
+    gen = torch.Generator().manual_seed(7)
+    blob = torch.rand(24, 20, 22, generator=gen) > 0.97
+    edge = torch.zeros(16, 16, dtype=torch.bool)
+    edge[0, 3:9] = True  # touches the border: the box is clipped, nothing wraps
+    edge[10:15, 15] = True
+    for support in (blob, edge, torch.zeros(8, 8, 8, dtype=torch.bool)):
+        for voxels in (0, 1, 2, 4):
+            expected = ndimage.binary_dilation(support.numpy(), iterations=voxels) if voxels else support.numpy()
+            assert np.array_equal(grow_support(support, voxels).numpy(), expected)

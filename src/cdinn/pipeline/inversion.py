@@ -17,7 +17,6 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 import cdinn
 from cdinn.errors import InputError
@@ -27,6 +26,7 @@ from cdinn.models.base import CDIModel, inference_dtype
 from cdinn.physics.fourier import far_field_modulus, match_norm
 from cdinn.physics.metrics import chi2_amplitude
 from cdinn.physics.noise import noise_floors
+from cdinn.physics.support import grow_support
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
@@ -606,7 +606,4 @@ def to_measured_grid(raw: torch.Tensor, transform: GridTransform, threshold: flo
     obj, support = clean_prediction(to_input_grid(raw, transform), threshold, len(transform.input_shape))
     if not bool(support.any()):
         raise InputError("the network predicted an empty object (no amplitude above the threshold)")
-    if dilation:
-        grown = ndimage.binary_dilation(support.cpu().numpy(), iterations=dilation)
-        support = torch.from_numpy(grown).to(support.device)
-    return obj, support
+    return obj, grow_support(support, dilation)

@@ -65,3 +65,5 @@ def test_fourier_resample_round_trip_and_level(crystal2d):
     pattern = intensity(crystal2d)
     coarse = fourier_resample(pattern, (32, 32), reciprocal=True).real
     assert coarse.shape == (32, 32) and float(coarse.sum()) > 0
+    same = fourier_resample(crystal2d, crystal2d.shape)  # the identity: a new array, the same values
+    assert torch.equal(same, crystal2d.to(torch.complex64)) and same.data_ptr() != crystal2d.data_ptr()

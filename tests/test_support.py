@@ -73,6 +73,15 @@ def test_centre_on_support_is_circular_and_batched():
         rows, cols = torch.nonzero(out_sup[b], as_tuple=True)
         assert abs(float(rows.float().mean()) - 8) <= 0.5 and abs(float(cols.float().mean()) - 8) <= 0.5
         assert torch.equal(out[b].abs() > 0, out_sup[b])
+    # items sharing a shift roll together; each lands where rolling it alone puts it
+    batch = torch.cat([sup, sup[:1], sup[1:]])
+    values = torch.randn(batch.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(2)) * batch
+    out, out_sup = centre_on_support(values, batch)
+    for b in range(len(batch)):
+        alone, alone_sup = centre_on_support(values[b:b + 1], batch[b:b + 1])
+        assert torch.equal(out[b], alone[0]) and torch.equal(out_sup[b], alone_sup[0])
+    same, _ = centre_on_support(values[[0, 2]], batch[[0, 2]])  # one shift for the whole batch
+    assert torch.equal(same, out[[0, 2]])
 
 
 def test_autocorrelation_is_the_modulus_of_the_inverse_transform():

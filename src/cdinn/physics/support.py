@@ -221,7 +221,17 @@ def centre_on_support(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.T
         angles = torch.exp(2j * math.pi * torch.arange(n, device=obj.device) / n)
         com = torch.angle((weight * angles).sum(dim=-1)) / (2 * math.pi) * n
         shifts.append(((n // 2 - com).round().long() % n).tolist())
-    dims = tuple(range(spatial))
-    per_item = [tuple(int(sh[b]) for sh in shifts) for b in range(batch)]
-    return (torch.stack([torch.roll(obj[b], s, dims) for b, s in enumerate(per_item)]),
-            torch.stack([torch.roll(support[b], s, dims) for b, s in enumerate(per_item)]))
+    dims = tuple(range(1, spatial + 1))
+    # items that need the same shift roll together: a stack's predictions mostly do
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for b in range(batch):
+        groups.setdefault(tuple(int(sh[b]) for sh in shifts), []).append(b)
+    if len(groups) == 1:
+        (shift,) = groups
+        return torch.roll(obj, shift, dims), torch.roll(support, shift, dims)
+    out, out_support = torch.empty_like(obj), torch.empty_like(support)
+    for shift, items in groups.items():
+        index = torch.tensor(items, device=obj.device)
+        out[index] = torch.roll(obj[index], shift, dims)
+        out_support[index] = torch.roll(support[index], shift, dims)
+    return out, out_support

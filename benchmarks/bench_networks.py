@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bench_experimental import _prepare
-from common import HELD_OUT_SEEDS, ROOT, held_out_atomistic_case, held_out_case, log, median, score, table, timed
+from common import ATOMISTIC_CACHE, HELD_OUT_SEEDS, ROOT, atomistic_cache_path, held_out_atomistic_case, held_out_case, log, median, score, table, timed
 
 from cdinn.io import read_pattern
 from cdinn.models import load_model
@@ -125,7 +125,7 @@ def main(quick: bool, model_name: str = MODEL) -> str:
         "FCC gold, 19–26 unit cells clipped by 4–20 random {100}/{110}/{111} facets, relaxed with asap3's EMT, "
         "strained up to 1 % and relaxed again, deposited one voxel per unit cell "
         "(`common.held_out_atomistic_case`).",
-        _held_out_3d(model, model_name, [held_out_atomistic_case(s) for s in seeds], quick),
+        _held_out_3d(model, model_name, _atomistic_cases(seeds), quick),
         "### Faceted crystals: the training family, unseen seeds",
         "`common.held_out_case`: smooth strain phases, oversampling drawn in 2.5–3.5.",
         _held_out_3d(model, model_name, [held_out_case(s) for s in seeds], quick),
@@ -133,6 +133,21 @@ def main(quick: bool, model_name: str = MODEL) -> str:
         _network_2d(quick),
     ]
     return "\n\n".join(out)
+
+
+def _atomistic_cases(seeds: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """The atomistic held-out cases, relaxed in one process per core the first time (5-25 s
+    each, single-threaded), then read from their cache."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    missing = [s for s in seeds if not atomistic_cache_path(s).exists()]
+    if len(missing) > 1:
+        log(f"relaxing {len(missing)} atomistic crystals (cached in {ATOMISTIC_CACHE})")
+        with ProcessPoolExecutor(min(os.cpu_count() or 1, len(missing)), mp_context=get_context("spawn")) as pool:
+            list(pool.map(held_out_atomistic_case, missing))
+    return [held_out_atomistic_case(s) for s in seeds]
 
 
 def _held_out_3d(model, model_name: str, cases: list[tuple[np.ndarray, np.ndarray, dict]], quick: bool) -> str:

@@ -93,7 +93,10 @@ def main(quick: bool = False) -> str:
         return "cohere-core is not installed: `.venv/bin/pip install -e '.[bench]'` (skipped)."
     truth, pattern = crystal_and_pattern(PATTERN_SEED)
     support = autocorrelation_support(pattern).numpy()
-    reps = 1 if quick else 3
+    # Both start at random (cohere from the clock, cdinn from seeds 0..reps-1), and neither
+    # recovers this crystal from every start (8 and 6 of 10 in one run): with 3 repeats the
+    # median chi² was a coin toss.
+    reps = 1 if quick else 10
     phase_retrieval(pattern, "ER**5", progress=False)  # warm-up
     rows = {k: [] for k in ("t_cdinn", "t_cdinn_1", "t_cohere", "ratio", "ratio_1", "chi_cdinn", "chi_cohere",
                             "chi_cohere_noconj", "err_cohere")}

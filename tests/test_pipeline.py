@@ -223,3 +223,26 @@ def test_a_network_only_stack_is_each_patterns_own_inversion():
     bad[1] = (stack[1][None], None)  # the wrong dimensionality for this model
     found = dict(invert_many(bad, model, "none"))
     assert isinstance(found[0].chi2, float) and "2D" in str(found[1])
+
+
+def test_a_patterns_inversion_does_not_depend_on_the_others_given():
+    """Files inverted together share network calls, but each is brought to the model's grid with
+    its own oversampling estimate: the same result as inverting it alone (a shared estimate on
+    the batch's sum resampled a pattern to the other's sampling). A stack's frames share one."""
+    from cdinn.models import load_model
+    from cdinn.pipeline.inversion import invert_many, invert_stack
+
+    model = load_model("autophasenn-64")
+    patterns = {os_: simulate_pattern(faceted_crystal((64, 64, 64), oversampling=os_, phase_range=1.0, seed=3),
+                                      photons=1e7, seed=3).numpy() for os_ in (1.8, 2.2)}
+    for refine in ("none", "ER**5"):
+        together = dict(invert_many({k: (p, None) for k, p in patterns.items()}, model, refine))
+        transforms = [r.provenance["grid_transform"]["resampled_shape"] for r in together.values()]
+        assert transforms[0] != transforms[1]  # both resampled, differently
+        for key, pattern in patterns.items():
+            alone = invert(pattern, model, refine=refine)
+            assert np.array_equal(together[key].object, alone.object), refine
+            assert together[key].provenance["grid_transform"] == alone.provenance["grid_transform"]
+    stack = np.stack(list(patterns.values()))
+    shared = [r.provenance["grid_transform"] for _, r in invert_stack(stack, None, model, "none")]
+    assert shared[0] == shared[1]

@@ -91,18 +91,41 @@ def refinement_recipe(spec: str | None) -> str:
     return " * ".join(f"({r})" for r in reversed(recipes))
 
 
-def predict(model: CDIModel, patterns: torch.Tensor, binning: int = 1,
-            masks: torch.Tensor | None = None, precision: str = "auto") -> tuple[torch.Tensor, GridTransform]:
-    """Network prediction for a batch of patterns ``(B, *spatial)`` of the same shape.
+def predict(model: CDIModel, patterns: torch.Tensor, binning: int = 1, masks: torch.Tensor | None = None,
+            precision: str = "auto", shared: bool = False) -> tuple[torch.Tensor, list[GridTransform]]:
+    """Network prediction for a batch of patterns ``(B, *spatial)`` of the same shape, in one
+    network call.
 
-    Returns the raw complex predictions on the model's output grid and the grid transform.
-    ``precision``: the network's arithmetic (:func:`cdinn.models.base.inference_dtype`).
+    Each pattern is brought to the model's grid with its own oversampling estimate, so that a
+    pattern's prediction does not depend on the others in its batch; with ``shared`` the batch
+    shares one transform, estimated on its summed pattern (the frames of one stack, one
+    geometry: one estimate from all their counts). Returns the raw complex predictions on the
+    model's output grid and each pattern's grid transform. ``precision``: the network's
+    arithmetic (:func:`cdinn.models.base.inference_dtype`).
     """
     check_dimensionality(patterns.ndim - 1, model.ndim, model.family)
-    on_grid, transform = to_model_grid(patterns, model.input_size, binning, ndim=model.ndim, oversampling=model_oversampling(model), mask=masks)
+    oversampling = model_oversampling(model)
+    if shared:
+        on_grid, transform = to_model_grid(patterns, model.input_size, binning, ndim=model.ndim, oversampling=oversampling, mask=masks)
+        transforms = [transform] * len(patterns)
+        grid_mask = None if masks is None else mask_to_model_grid(masks, transform)
+    else:
+        grids = [to_model_grid(p, model.input_size, binning, ndim=model.ndim, oversampling=oversampling,
+                               mask=None if masks is None else masks[i]) for i, p in enumerate(patterns)]
+        on_grid = torch.stack([g for g, _ in grids])
+        transforms = [t for _, t in grids]
+        grid_mask = None if masks is None else torch.stack([mask_to_model_grid(m, t) for m, t in zip(masks, transforms)])
     device = next(model.parameters()).device
-    grid_mask = None if masks is None else mask_to_model_grid(masks, transform).to(device)
-    return model.predict(on_grid.to(device), grid_mask, precision), transform
+    return model.predict(on_grid.to(device), None if grid_mask is None else grid_mask.to(device), precision), transforms
+
+
+def _same_grid(transforms: Sequence[GridTransform]) -> list[list[int]]:
+    """Indices of the patterns whose transforms map through the same grids (shapes and binning;
+    their oversampling estimates, only recorded, may differ), in order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(transforms):
+        groups.setdefault((t.input_shape, t.resampled_shape, t.model_shape, t.binning), []).append(i)
+    return list(groups.values())
 
 
 def model_oversampling(model: CDIModel) -> tuple[float, float] | None:
@@ -192,12 +215,12 @@ def invert(
     t = time.perf_counter()
     if prediction is None:
         masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
-        raw, transform = predict(model, measurement.intensity.unsqueeze(0), binning, masks, precision)
+        raw, (transform,) = predict(model, measurement.intensity.unsqueeze(0), binning, masks, precision)
         raw, predict_s = raw[0], time.perf_counter() - t
     else:
         raw, transform, predict_s = prediction
     if not steps:
-        done = network_results([measurement], raw.unsqueeze(0), transform, model, threshold, [predict_s], precision)[0]
+        done = network_results([measurement], raw.unsqueeze(0), [transform], model, threshold, [predict_s], precision)[0]
         if isinstance(done, InputError):
             raise done
         done.provenance["timings"]["total_s"] = time.perf_counter() - t0 + (predict_s if prediction is not None else 0.0)
@@ -228,15 +251,17 @@ def invert(
     return _result(model, measurement, transform, best, nn_object, floor, provenance, threshold, precision, timings)
 
 
-def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, transform: GridTransform, model: CDIModel,
-                    threshold: float, seconds: Sequence[float], precision: str = "auto") -> list[Result | InputError]:
+def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, transforms: Sequence[GridTransform],
+                    model: CDIModel, threshold: float, seconds: Sequence[float],
+                    precision: str = "auto") -> list[Result | InputError]:
     """The network alone (``--refine none``) for patterns of one shape, each step on the whole batch.
 
     Every raw prediction ``(B, *out)`` is mapped back onto its measured grid and cleaned
     (:func:`to_measured_grid`'s steps), scaled to its pattern's norm (as a refinement would
     start from it), and gets its chi² and counting-noise floor. ``seconds``: each pattern's
-    network time. Returns a :class:`Result` per pattern, or an :class:`InputError` for an empty
-    prediction.
+    network time. ``transforms``: each pattern's, all through the same grids
+    (:func:`_same_grid`). Returns a :class:`Result` per pattern, or an :class:`InputError` for
+    an empty prediction.
     """
     t = time.perf_counter()
     ndim = measurements[0].ndim
@@ -244,7 +269,7 @@ def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, tran
     intensity = torch.stack([m.intensity for m in measurements])
     masks = None if all(m.mask is None for m in measurements) else torch.stack(
         [torch.zeros_like(m.intensity, dtype=torch.bool) if m.mask is None else m.mask for m in measurements])
-    obj, support = clean_prediction(to_input_grid(raw, transform), threshold, ndim)
+    obj, support = clean_prediction(to_input_grid(raw, transforms[0]), threshold, ndim)
     amplitude = intensity.clamp_min(0).sqrt()
     weight = None if masks is None else (~masks).to(amplitude.dtype)
     match_norm(obj, (amplitude if weight is None else amplitude * weight).square().sum(dim=dims), ndim)
@@ -260,7 +285,7 @@ def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, tran
                       "retries": [], "prediction_is_twin_of_refined": False, "dilation": 0}
         timings = {"predict_s": seconds[i], "postprocess_s": share, "refine_s": 0.0, "total_s": seconds[i] + share}
         best = (obj[i], support[i], chi2[i], np.zeros(0, dtype=np.float32))
-        results.append(_result(model, measurement, transform, best, obj[i].clone(), floors[i], provenance, threshold,
+        results.append(_result(model, measurement, transforms[i], best, obj[i].clone(), floors[i], provenance, threshold,
                                precision, timings))
     return results
 
@@ -366,7 +391,7 @@ def later_retries(pattern: np.ndarray | torch.Tensor, mask: np.ndarray | None, m
     if floor is None:
         return
     masks = None if measurement.mask is None else measurement.mask.unsqueeze(0)
-    raw, transform = predict(model, measurement.intensity.unsqueeze(0), binning, masks, precision)
+    raw, (transform,) = predict(model, measurement.intensity.unsqueeze(0), binning, masks, precision)
     device = measurement.device
     best = (torch.from_numpy(first.object).to(device), torch.from_numpy(first.support).to(device), float(first.chi2),
             np.asarray(first.history["chi2"]))
@@ -418,7 +443,7 @@ def invert_stack(
     size = batch or network_batch(model, options.get("device", "cpu"))
     for start in range(0, len(stack), size):
         chunk = {i: (stack[i], mask[i] if per_pattern else mask) for i in range(start, min(start + size, len(stack)))}
-        yield from invert_many(chunk, model, refine, **options)
+        yield from invert_many(chunk, model, refine, shared_grid=True, **options)
 
 
 def invert_many(
@@ -434,6 +459,7 @@ def invert_many(
     precision: str = "auto",
     retry: bool | None = None,
     batch_refine: bool | None = None,
+    shared_grid: bool = False,
 ) -> Iterator[tuple[Hashable, Result | InputError]]:
     """Invert several patterns: those of one shape go through the network together (in calls of
     :func:`network_batch` patterns), then each is refined on its own (:func:`invert`); results
@@ -447,6 +473,9 @@ def invert_many(
     batch_refine : refine each network call's patterns as one batch; ``None`` (default): on a
         GPU, where a batch of patterns costs little more than one (on a CPU they run one at a
         time, as random starts do), and never for TL or DIP, which tune the network per pattern
+    shared_grid : the patterns of a network call share one oversampling estimate, made on
+        their sum (:func:`predict`'s ``shared``; for the frames of one stack). By default each
+        pattern has its own, and its result does not depend on the other patterns given.
 
     Yields
     ------
@@ -476,22 +505,25 @@ def invert_many(
                                      else torch.as_tensor(np.asarray(patterns[n][1]) != 0) for n in names]).to(device)
             t = time.perf_counter()
             try:
-                raw, transform = predict(model, batch, binning, masks, precision)
+                raw, transforms = predict(model, batch, binning, masks, precision, shared=shared_grid)
             except InputError as exc:
                 predictions.update({n: exc for n in names})
                 continue
             share = (time.perf_counter() - t) / len(names)  # each pattern's share of its batch
-            if network_only:  # the whole batch at once, not pattern by pattern
-                predictions.update(_network_batch(patterns, names, raw, transform, model, threshold, share, device, precision))
-            elif batch_refine:
-                size_refine = patterns_per_batch(int(np.prod(batch.shape[1:])), device)
-                for lo in range(0, len(names), size_refine):
-                    part = names[lo:lo + size_refine]
-                    done = refine_batch([patterns[n] for n in part], raw[lo:lo + size_refine], transform, share, model,
+            if not network_only and not batch_refine:
+                predictions.update({n: (raw[i], transforms[i], share) for i, n in enumerate(names)})
+                continue
+            size_refine = patterns_per_batch(int(np.prod(batch.shape[1:])), device)
+            for rows in _same_grid(transforms):  # each step below maps the group through one transform
+                if network_only:  # the whole group at once, not pattern by pattern
+                    predictions.update(_network_batch(patterns, [names[i] for i in rows], raw[rows], [transforms[i] for i in rows], model, threshold,
+                                                      share, device, precision))
+                    continue
+                for lo in range(0, len(rows), size_refine):
+                    part = rows[lo:lo + size_refine]
+                    done = refine_batch([patterns[names[i]] for i in part], raw[part], [transforms[i] for i in part], share, model,
                                         recipe, threshold, dilation, device, seed, precision, retry)
-                    predictions.update(zip(part, done))
-            else:
-                predictions.update({n: (raw[i], transform, share) for i, n in enumerate(names)})
+                    predictions.update(zip((names[i] for i in part), done))
     for name, (pattern, mask) in patterns.items():
         done = predictions[name]
         if isinstance(done, (InputError, Result)):
@@ -505,15 +537,15 @@ def invert_many(
             yield name, exc
 
 
-def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: torch.Tensor, transform: GridTransform,
-                 predict_s: float, model: CDIModel, recipe: str, threshold: float = 0.1,
+def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: torch.Tensor,
+                 transforms: Sequence[GridTransform], predict_s: float, model: CDIModel, recipe: str, threshold: float = 0.1,
                  dilation: int = DEFAULT_DILATION, device: str | torch.device = "cpu", seed: int = 0,
                  precision: str = "auto", retry: bool | None = None) -> list[Result | InputError]:
     """The refinement of :func:`invert` for N patterns of one shape at once: one state whose
     measurement is the N patterns (:meth:`Measurement.stacked`), item ``i`` of the iterate
     against pattern ``i``, so every operator of ``recipe`` runs once on the batch.
 
-    ``raw`` ``(N, *out)``: the network's predictions, all through ``transform``;
+    ``raw`` ``(N, *out)``: the network's predictions; ``transforms``: each pattern's grid transform;
     ``predict_s``: each pattern's share of the network time. Retries (:data:`RETRIES`) run
     afterwards, pattern by pattern, for those above their counting-noise floor. Returns a
     :class:`Result` per pattern (its stages, chi² history and timings its own; batch times
@@ -528,7 +560,7 @@ def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: 
     for i, (pattern, mask) in enumerate(patterns):
         try:
             measurement = Measurement(pattern, mask, device)
-            starts.append(to_measured_grid(raw[i], transform, threshold, dilation))
+            starts.append(to_measured_grid(raw[i], transforms[i], threshold, dilation))
         except InputError as exc:
             out[i] = exc
             continue
@@ -556,20 +588,20 @@ def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: 
         attempts: list[dict] = []
         timings = {"predict_s": predict_s, "postprocess_s": postprocess_s, "refine_s": refine_s}
         if retrying and floors[k] is not None:
-            best = retry_until_converged(measurements[k], raw[i], transform, threshold, seed, floors[k], best, attempts,
+            best = retry_until_converged(measurements[k], raw[i], transforms[i], threshold, seed, floors[k], best, attempts,
                                          stages)
             timings["retry_s"] = sum(a["seconds"] for a in attempts)
         timings["total_s"] = predict_s + postprocess_s + refine_s + timings.get("retry_s", 0.0)
         provenance = {"refine": recipe, "stages": stages, "retries": attempts,
                       "prediction_is_twin_of_refined": is_twin(nn_objects[k], best[0]), "dilation": dilation}
-        out[i] = _result(model, measurements[k], transform, best, nn_objects[k], floors[k], provenance, threshold,
+        out[i] = _result(model, measurements[k], transforms[i], best, nn_objects[k], floors[k], provenance, threshold,
                          precision, timings)
     return out
 
 
 def _network_batch(patterns: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]], names: Sequence[Hashable],
-                   raw: torch.Tensor, transform: GridTransform, model: CDIModel, threshold: float, share: float,
-                   device: str | torch.device, precision: str) -> dict[Hashable, Result | InputError]:
+                   raw: torch.Tensor, transforms: Sequence[GridTransform], model: CDIModel, threshold: float,
+                   share: float, device: str | torch.device, precision: str) -> dict[Hashable, Result | InputError]:
     """:func:`network_results` for one network batch of :func:`invert_many`; a pattern that is
     not a valid measurement gets its error."""
     done: dict[Hashable, Result | InputError] = {}
@@ -581,8 +613,8 @@ def _network_batch(patterns: Mapping[Hashable, tuple[np.ndarray, np.ndarray | No
             done[name] = exc
     if measured:
         rows = [i for i, _ in measured.values()]
-        found = network_results([m for _, m in measured.values()], raw[rows], transform, model, threshold,
-                                [share] * len(rows), precision)
+        found = network_results([m for _, m in measured.values()], raw[rows], [transforms[i] for i in rows], model,
+                                threshold, [share] * len(rows), precision)
         done.update(zip(measured, found))
     return done
 

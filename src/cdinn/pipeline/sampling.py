@@ -23,7 +23,7 @@ from cdinn.physics.support import estimate_oversampling
 from cdinn.prepare.resample import bin_pattern, resample_mask, resample_pattern
 
 
-@dataclass
+@dataclass(frozen=True)
 class GridTransform:
     """How a pattern was brought to a model's input grid.
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from bench_experimental import _prepare
-from common import ATOMISTIC_CACHE, HELD_OUT_SEEDS, ROOT, atomistic_cache_path, held_out_atomistic_case, held_out_case, log, median, score, table, timed
+from common import (ATOMISTIC_CACHE, HELD_OUT_SEEDS, ROOT, atomistic_cache_path, held_out_atomistic_case, held_out_case, log,
+                    median, score, table, timed)
 
 from cdinn.io import read_pattern
 from cdinn.models import load_model

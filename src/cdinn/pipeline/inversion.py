@@ -513,17 +513,18 @@ def invert_many(
             if not network_only and not batch_refine:
                 predictions.update({n: (raw[i], transforms[i], share) for i, n in enumerate(names)})
                 continue
-            size_refine = patterns_per_batch(int(np.prod(batch.shape[1:])), device)
-            for rows in _same_grid(transforms):  # each step below maps the group through one transform
+            for rows in _same_grid(transforms):  # each call below maps its patterns through one grid
+                members, grids = [names[i] for i in rows], [transforms[i] for i in rows]
                 if network_only:  # the whole group at once, not pattern by pattern
-                    predictions.update(_network_batch(patterns, [names[i] for i in rows], raw[rows], [transforms[i] for i in rows], model, threshold,
-                                                      share, device, precision))
+                    predictions.update(_network_batch(patterns, members, raw[rows], grids, model, threshold, share, device,
+                                                      precision))
                     continue
+                size_refine = patterns_per_batch(int(np.prod(batch.shape[1:])), device)
                 for lo in range(0, len(rows), size_refine):
-                    part = rows[lo:lo + size_refine]
-                    done = refine_batch([patterns[names[i]] for i in part], raw[part], [transforms[i] for i in part], share, model,
+                    part = slice(lo, lo + size_refine)
+                    done = refine_batch([patterns[n] for n in members[part]], raw[rows[part]], grids[part], share, model,
                                         recipe, threshold, dilation, device, seed, precision, retry)
-                    predictions.update(zip((names[i] for i in part), done))
+                    predictions.update(zip(members[part], done))
     for name, (pattern, mask) in patterns.items():
         done = predictions[name]
         if isinstance(done, (InputError, Result)):

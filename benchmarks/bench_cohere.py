@@ -5,12 +5,15 @@ cohere-core is a benchmark-only dependency (the ``bench`` extra); the package ne
 How cohere is driven: ``cohere_core.controller.phasing.create_rec(params, data.npy, 'np', -1)``
 then ``Rec.iterate()`` and ``Rec.get_image()`` — the same calls cohere's own reconstruction
 scripts make. Its configuration mirrors cdinn's default recipe
-``AVG**20 * ER**80 * (SUP * ER**20 * HIO**80)**5``:
+``AVG**20 * ER**60 * (SUP * ER**10 * HIO**20)**4 * (SUP * ER**20 * HIO**80)**4``:
 
-- ``algorithm_sequence = "5*(80*HIO+20*ER)+100*ER"``, ``hio_beta = 0.9`` (cdinn's default β);
-- ``shrink_wrap_trigger = [100, 100, 501]``: a shrink-wrap before iterations 100, 200, ..., 500,
-  i.e. after each HIO/ER block, as cdinn's ``SUP``; Gaussian σ = 2 px, threshold 0.1 (cdinn's
-  ``SUP`` defaults);
+- ``algorithm_sequence = "80*HIO+20*ER+3*(80*HIO.SW0+20*ER)+4*(20*HIO.SW0+10*ER)+80*ER.SW0"``,
+  ``hio_beta = 0.9`` (cdinn's default β);
+- a shrink-wrap before iterations 100, 200, 300, 400, 430, 460, 490 and 520, i.e. after each HIO/ER
+  block, as cdinn's ``SUP``: the blocks have two lengths, so one periodic trigger cannot say it;
+  cohere's sub-trigger ``.SW0`` fires ``shrink_wrap_trigger[0] = [0]`` at the first iteration of
+  the block it tags. Gaussian σ = 2 px, threshold 0.1 (cdinn's ``SUP`` defaults), given as
+  one-element lists, as sub-triggers require;
 - ``average_trigger = [-20, 1]``: the last 20 iterations averaged (cohere averages the
   amplitudes and keeps the last phase; cdinn averages phase-aligned complex iterates);
 - the initial support is cdinn's autocorrelation support, handed to cohere as
@@ -44,21 +47,39 @@ from common import PATTERN_SEED, crystal_and_pattern, log, median, score, spread
 import torch
 
 from cdinn.physics import autocorrelation_support, chi2, intensity
-from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval
+from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval
 
 TITLE = "cdinn vs cohere-core 4.5.4 (numpy backend, CPU), 64³, same recipe"
 ORDER = 20
 TARGET = 5.0
 
 COHERE_PARAMS = {
-    "algorithm_sequence": "5*(80*HIO+20*ER)+100*ER",
+    "algorithm_sequence": "80*HIO+20*ER+3*(80*HIO.SW0+20*ER)+4*(20*HIO.SW0+10*ER)+80*ER.SW0",
     "hio_beta": 0.9,
-    "shrink_wrap_trigger": [100, 100, 501],
+    "shrink_wrap_trigger": [[0]],
     "shrink_wrap_type": "GAUSS",
-    "shrink_wrap_gauss_sigma": 2.0,
-    "shrink_wrap_threshold": 0.1,
+    "shrink_wrap_gauss_sigma": [2.0],
+    "shrink_wrap_threshold": [0.1],
     "average_trigger": [-20, 1],
 }
+
+
+def check_mirror(recipe: str = DEFAULT_RECIPE, params: dict = COHERE_PARAMS) -> None:
+    """Raise unless cohere's flow runs ``recipe``'s iterations (HIO or ER at each one) and
+    shrink-wraps before the same iterations: the comparison is only fair while it does."""
+    from cohere_core.controller import op_flow
+
+    ours, sup_before = [], []
+    for step in parse_recipe(recipe):
+        if step.name == "SUP":
+            sup_before.append(len(ours))
+        else:
+            ours.append("HIO" if step.name == "HIO" else "ER")  # AVG is an ER iteration
+    items = ["hio", "er", "shrink_wrap_operation"]
+    _, flow, _ = op_flow.get_flow_arr(dict(params), items)
+    theirs = ["HIO" if h else "ER" for h in flow[0]]
+    if theirs != ours or np.flatnonzero(flow[2]).tolist() != sup_before:
+        raise RuntimeError(f"COHERE_PARAMS no longer mirror the recipe {recipe!r}")
 
 
 def run_cohere(pattern: np.ndarray, support: np.ndarray, workdir: Path, config: dict | None = None) -> tuple[float, np.ndarray, list]:
@@ -91,6 +112,7 @@ def main(quick: bool = False) -> str:
         import cohere_core  # noqa: F401
     except ImportError:
         return "cohere-core is not installed: `.venv/bin/pip install -e '.[bench]'` (skipped)."
+    check_mirror()
     truth, pattern = crystal_and_pattern(PATTERN_SEED)
     support = autocorrelation_support(pattern).numpy()
     # Both start at random (cohere from the clock, cdinn from seeds 0..reps-1), and neither

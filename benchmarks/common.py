@@ -49,9 +49,9 @@ def crystal_and_pattern(seed: int, shape: Sequence[int] = SHAPE_3D, photons: flo
 
 
 HELD_OUT_SEEDS = tuple(range(7000, 7050))
-ATOMISTIC_CACHE = ROOT / "benchmarks" / "out" / "atomistic"
 """Held-out crystals of the networks benchmark: never used in training (those draw from
 ``default_rng([seed, i])`` streams) nor in tests."""
+ATOMISTIC_CACHE = ROOT / "benchmarks" / "out" / "atomistic"
 
 
 def held_out_case(seed: int, photons: float = 1e7) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -91,6 +91,7 @@ def held_out_atomistic_case(seed: int, photons: float = 1e7) -> tuple[np.ndarray
     largest extent of the half-maximum support, phase_range = peak-to-peak phase inside it).
     """
     from cdinn.physics.fourier import pad_to
+    from cdinn.physics.support import bounding_box
     from cdinn.simulate import atomistic
 
     path = atomistic_cache_path(seed, photons)
@@ -109,7 +110,7 @@ def held_out_atomistic_case(seed: int, photons: float = 1e7) -> tuple[np.ndarray
     finally:
         torch.set_num_threads(threads)
     inside = sample.amplitude >= 0.5
-    extent = max(int(np.ptp(np.nonzero(inside.any(axis=tuple(j for j in range(3) if j != i)))[0])) + 1 for i in range(3))
+    extent = max(b.stop - b.start for b in bounding_box(torch.from_numpy(inside)))
     params = {"oversampling": SHAPE_3D[0] / extent, "phase_range": float(np.ptp(sample.phase[inside]))}
     truth, pattern = truth.numpy().astype(np.complex64), pattern.numpy()
     ATOMISTIC_CACHE.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ faceted crystals with smooth strain phases up to ±2.4 rad at linear oversamplin
   refinement of `cdinn invert`, and `cdinn phase`'s default (PR-600, one start), in process.
 - **Whole processes**: `cdinn invert FILES -o DIR/` and `cdinn phase FILES -o DIR/` on the
   same 50 files, one process each, wall time.
-- **The 2D network** on 2D faceted crystals drawn the same way: a family it never trained on
-  (it learned polygons), beside a disc of their mean area with zero phase.
+
+The 2D networks on a family they never trained on: ``bench_networks2d.py``.
 """
 
 from __future__ import annotations
@@ -39,13 +39,11 @@ from cdinn.models.base import inference_dtype
 from cdinn.pipeline import DEFAULT_REFINE
 from cdinn.pipeline.inversion import CONVERGED
 from cdinn.retrieval import DEFAULT_RECIPE, phase_retrieval
-from cdinn.simulate import faceted_crystal, simulate_pattern
 
 TITLE = "Networks that pay their way (issue 12)"
 ORDER = 45
 RESULTS = "networks"
 MODEL = "autophasenn-64"
-MODEL_2D = "cdinn2d"
 
 
 def _ball(shape: tuple[int, ...], volume: float) -> np.ndarray:
@@ -58,30 +56,6 @@ def _ball(shape: tuple[int, ...], volume: float) -> np.ndarray:
 def _stats(values: list[float], fmt: str) -> str:
     v = np.asarray(values, dtype=float)
     return f"{fmt.format(np.median(v))} [{fmt.format(np.percentile(v, 10))}, {fmt.format(np.percentile(v, 90))}]"
-
-
-def _network_2d(quick: bool) -> str:
-    """The shipped 2D network alone on a family it never trained on: 2D faceted crystals."""
-    model = load_model(MODEL_2D)
-    cases = []
-    for seed in HELD_OUT_SEEDS[:4] if quick else HELD_OUT_SEEDS:
-        rng = np.random.default_rng(seed)
-        params = {"oversampling": float(rng.uniform(2.5, 3.5)), "phase_range": float(rng.uniform(1.0, 4.8))}
-        truth = faceted_crystal((64, 64), seed=int(rng.integers(2**31)), **params).numpy()
-        cases.append((truth, simulate_pattern(truth, photons=1e7, seed=int(rng.integers(2**31))).numpy()))
-    area = float(np.mean([np.count_nonzero(np.abs(t) >= 0.5) for t, _ in cases]))
-    disc = _ball((64, 64), area)
-    rows = {f"`{MODEL_2D}` alone": [score(invert(p, model, refine="none").object, t) for t, p in cases],
-            "baseline: disc of the mean area, zero phase": [score(disc, t) for t, _ in cases]}
-    body = [[label, _stats([r["dice"] for r in recs], "{:.3f}"), _stats([r["ssim"] for r in recs], "{:.3f}"),
-             _stats([r["phase_error"] for r in recs], "{:.3f}")] for label, recs in rows.items()]
-    return "\n\n".join([
-        f"### The 2D network on a family it never trained on\n\n`{MODEL_2D}` was trained on polygons only. Here: "
-        f"{len(cases)} 2D faceted crystals (64², seeds {HELD_OUT_SEEDS[0]}–{HELD_OUT_SEEDS[len(cases) - 1]}, drawn as the faceted 3D "
-        "cases above: oversampling 2.5–3.5, phase up to ±2.4 rad, 1e7 photons), `cdinn invert --refine none`. "
-        "Median [10th, 90th percentile] after removing translation, twin and global phase; its held-out polygons are "
-        f"in `benchmarks/results/models_{MODEL_2D}.md`.",
-        table(["method", "support Dice", "amp SSIM", "phase err (rad)"], body)])
 
 
 def _whole_process(cases: list[np.ndarray], model: str) -> dict[str, float]:
@@ -131,7 +105,6 @@ def main(quick: bool, model_name: str = MODEL) -> str:
         "`common.held_out_case`: smooth strain phases, oversampling drawn in 2.5–3.5.",
         _held_out_3d(model, model_name, [held_out_case(s) for s in seeds], quick),
         _scan54(model, quick),
-        _network_2d(quick),
     ]
     return "\n\n".join(out)
 

@@ -31,7 +31,7 @@ def write(tmp_path, text, name="cfg.toml"):
 
 @pytest.mark.parametrize(
     "family, kwargs, size",
-    [("cdinn2d", {"width": 4}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
+    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
 )
 def test_every_family_builds_and_trains_one_step(family, kwargs, size):
     model = build(family, **kwargs)
@@ -44,6 +44,25 @@ def test_every_family_builds_and_trains_one_step(family, kwargs, size):
     loss = SupervisedLoss(shape_weight=1.0)(out, batch).mean() + FourierLoss(0.1)(out, batch).mean() + TransferLearningLoss()(out, batch).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_cdinn2d_throughput_layout():
+    """Space-to-depth folds 2x2 pixels into channels and unfolds them at the output; a shared
+    encoder feeds both decoders; the options are in the config that rebuilds the model."""
+    paper = build("cdinn2d", width=4, size=32)
+    fast = build("cdinn2d", width=4, size=32, space_to_depth=2, shared_encoder=True)
+    assert fast.config == {"width": 4, "size": 32, "batch_norm": False, "space_to_depth": 2, "shared_encoder": True}
+    assert paper.config == {"width": 4, "size": 32, "batch_norm": False}
+    assert {n.split(".")[0] for n, _ in fast.named_parameters()} == {"encoder", "shape_decoder", "phase_decoder"}
+    assert fast.encoder[0].layers[0][0].in_channels == 4 and fast.shape_decoder.layers[-1].out_channels == 4
+    assert sum(p.numel() for p in fast.parameters()) < sum(p.numel() for p in paper.parameters())
+    # output pixel (2i + a, 2j + b) is channel 2a + b of the last layer at (i, j): rows 3, 5, ... and columns 2, 4, ... are channel 2
+    x = torch.rand(1, 1, 32, 32)
+    code = fast.encoder(fast.unshuffle(x))
+    last = fast.shape_decoder(code)
+    assert torch.allclose(fast(x)["amplitude"][0, 3::2, 2::2], torch.sigmoid(last[0, 2, 1:, 1:]))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        build("cdinn2d", width=4, size=36, space_to_depth=2)
 
 
 def test_paper_widths():

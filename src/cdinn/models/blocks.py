@@ -84,9 +84,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Blocks of decreasing width with ``n_up`` 2x up-samplings, then a 1-channel convolution."""
+    """Blocks of decreasing width with ``n_up`` 2x up-samplings, then an ``out_channels``
+    convolution (one map; more where the output is rearranged into pixels, as after a
+    space-to-depth input)."""
 
-    def __init__(self, ndim: int, cin: int, widths: Sequence[int], n_up: int, block: Block, dropout: float = 0.0):
+    def __init__(self, ndim: int, cin: int, widths: Sequence[int], n_up: int, block: Block, dropout: float = 0.0,
+                 out_channels: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         for level, w in enumerate(widths):
@@ -94,7 +97,7 @@ class Decoder(nn.Module):
             if level < n_up:
                 layers.append(upsample())
             cin = w
-        layers.append(conv(ndim, cin, 1))
+        layers.append(conv(ndim, cin, out_channels))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

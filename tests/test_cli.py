@@ -141,6 +141,8 @@ def test_stacks_in_one_file_out(tmp_path, capsys):
     assert main(["phase", str(tmp_path / "stack.npy"), "--stack", "--recipe", FAST, "-o", str(tmp_path / "p.h5"), "-q", "--seed", "3"]) == 0
     r = read_result(tmp_path / "p.h5")
     assert r.object.shape == (6, 32, 32) and r.support.shape == (6, 32, 32) and r.chi2.shape == (6,) and r.provenance["stack"] == 6
+    with h5py.File(tmp_path / "p.h5") as f:  # one chunk per reconstruction: reading one back reads one chunk
+        assert f["object"].chunks == (1, 32, 32) and f["support"].chunks == (1, 32, 32)
     # each pattern reconstructed on its own: the same as phase on that pattern alone (seed + index)
     np.save(tmp_path / "four.npy", stack[4])
     assert main(["phase", str(tmp_path / "four.npy"), "--recipe", FAST, "-o", str(tmp_path / "four.h5"), "-q", "--seed", "7"]) == 0
@@ -149,6 +151,10 @@ def test_stacks_in_one_file_out(tmp_path, capsys):
                  "-o", str(tmp_path / "n.npz"), "-q"]) == 0
     n = read_result(tmp_path / "n.npz")
     assert n.object.shape == (6, 32, 32) and n.chi2.shape == (6,) and np.all(n.chi2 < 0.5)
+    # each pattern's counting-noise floor, not the first pattern's for all of them
+    floors = n.extras["chi2_noise_floor"]
+    assert floors.shape == (6,) and np.all(floors > 0) and len(set(floors.tolist())) > 1
+    assert "chi2_noise_floor" not in n.provenance and n.provenance["above_noise_floor"] == int(np.sum(n.chi2 > floors))
     assert main(["report", str(tmp_path / "n.npz"), "-o", str(tmp_path / "f.png")]) == 2  # one figure per reconstruction
     stack[2] = 0
     np.save(tmp_path / "bad.npy", stack)

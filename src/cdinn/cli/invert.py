@@ -7,7 +7,7 @@ import sys
 import time
 
 from cdinn.cli import COMMANDS
-from cdinn.cli.phase import add_pattern_arguments, noise_floor_text, output_paths, stack_input
+from cdinn.cli.phase import add_pattern_arguments, noise_floor_text, output_paths, stack_floor_text, stack_input
 from cdinn.errors import InputError
 from cdinn.io import read_pattern, stack_results, write_result
 from cdinn.models import load_model
@@ -71,8 +71,8 @@ def _invert_stack(args: argparse.Namespace, model, device, paths) -> int:
     result = stack_results(results, time.perf_counter() - t0)
     result.provenance.update(input_record(args.data[0], stack.shape))
     write_result(paths[0], result)
-    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g} "
-          f"({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
+    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g}"
+          f"{stack_floor_text(result)} ({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from cdinn.cli import COMMANDS
@@ -112,8 +113,8 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
     result = stack_results(results, time.perf_counter() - t0)
     result.provenance.update({**input_record(args.data[0], stack.shape), "recipe": args.recipe})
     write_result(paths[0], result)
-    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g} "
-          f"({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
+    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g}"
+          f"{stack_floor_text(result)} ({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
     return 0
 
 
@@ -121,6 +122,14 @@ def _starts_text(result: Result, starts: int) -> str:
     """``4 start(s)``, or ``1 of 4 starts (converged)`` when ``--until-converged`` stopped early."""
     ran = result.provenance.get("starts_run", starts)
     return f"{starts} start(s)" if ran == starts else f"{ran} of {starts} starts (converged)"
+
+
+def stack_floor_text(result: Result) -> str:
+    """``, 3 above their counting-noise floor`` for a stack of photon counts, else nothing."""
+    floors = result.extras.get("chi2_noise_floor")
+    if floors is None or np.isnan(floors).all():
+        return ""
+    return f", {result.provenance['above_noise_floor']} above their counting-noise floor"
 
 
 def noise_floor_text(result: Result) -> str:

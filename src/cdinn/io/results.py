@@ -44,18 +44,27 @@ class Result:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+PER_PATTERN = ("stages", "timings", "averaging", "best_start", "chi2_noise_floor", "chi2_over_noise_floor")
+"""Provenance entries that describe one pattern, left out of a stack's provenance."""
+
+
 def stack_results(results: list[Result], seconds: float) -> Result:
     """One result holding a stack's N reconstructions: ``object`` and ``support`` ``(N, *spatial)``,
-    ``chi2`` ``(N,)``; the provenance of the first (method, parameters) with ``stack`` = N, the
-    chi² median and the whole stack's time."""
+    ``chi2`` ``(N,)``, and ``extras["chi2_noise_floor"]`` ``(N,)`` (each pattern's counting-noise
+    floor, NaN where a pattern is not photon counts); the provenance of the first (method,
+    parameters) without its per-pattern entries, with ``stack`` = N, the chi² median, how many
+    results fit worse than their floor, and the whole stack's time."""
     first = results[0]
-    provenance = {k: v for k, v in first.provenance.items() if k not in ("stages", "timings", "averaging", "best_start")}
+    provenance = {k: v for k, v in first.provenance.items() if k not in PER_PATTERN}
     chi2 = np.array([r.chi2 for r in results], dtype=np.float64)
+    floors = np.array([np.nan if r.provenance.get("chi2_noise_floor") is None else r.provenance["chi2_noise_floor"]
+                       for r in results], dtype=np.float64)
     provenance.update({"stack": len(results), "chi2_median": float(np.median(chi2)),
+                       "above_noise_floor": int(np.sum(chi2 > floors)),
                        "seeds": [r.provenance.get("seed") for r in results],
                        "timings": {"total_s": seconds, "per_pattern_s": seconds / len(results)}})
     return Result(np.stack([r.object for r in results]).astype(np.complex64), np.stack([r.support for r in results]),
-                  chi2, {}, provenance, {})
+                  chi2, {}, provenance, {"chi2_noise_floor": floors})
 
 
 def check_result_path(path: str | Path) -> Path:
@@ -98,9 +107,11 @@ def write_result(path: str | Path, result: Result) -> Path:
             with h5py.File(tmp, "w") as f:
                 _write_cxi(f, result, prov)
         else:
+            # a stack is chunked frame by frame: reading one reconstruction back reads one chunk
+            chunks = {"chunks": (1, *result.object.shape[1:])} if np.ndim(result.chi2) else {}
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("object", data=result.object.astype(np.complex64), **GZIP)
-                f.create_dataset("support", data=result.support.astype(bool), **GZIP)
+                f.create_dataset("object", data=result.object.astype(np.complex64), **GZIP, **chunks)
+                f.create_dataset("support", data=result.support.astype(bool), **GZIP, **chunks)
                 f["chi2"] = np.asarray(result.chi2, dtype=np.float64)
                 f["provenance"] = prov
                 for k, v in result.history.items():
@@ -110,7 +121,8 @@ def write_result(path: str | Path, result: Result) -> Path:
 
 
 UNITS = {"strain": ("1", "strain along G as a fraction (x100 for %)"), "displacement_nm": ("nm", "displacement along G"),
-         "mask": ("1", "non-zero where a detector pixel was not measured"), "prediction": ("1", "network prediction, complex")}
+         "mask": ("1", "non-zero where a detector pixel was not measured"), "prediction": ("1", "network prediction, complex"),
+         "chi2_noise_floor": ("1", "chi2 that counting noise alone gives the true object, per pattern (NaN: not counts)")}
 """Units (and a description) of the extras cdinn writes, stored as attributes."""
 
 CXI_IMAGE = "/entry_1/image_1"

@@ -276,16 +276,18 @@ def network_results(measurements: Sequence[Measurement], raw: torch.Tensor, tran
     chi2 = chi2_amplitude(far_field_modulus(obj, ndim), amplitude, weight, ndim).tolist()
     floors = noise_floors(intensity, masks, ndim=ndim)
     share = (time.perf_counter() - t) / len(measurements)
+    nonempty = support.flatten(start_dim=1).any(dim=1).tolist()
     results: list[Result | InputError] = []
     for i, measurement in enumerate(measurements):
-        if not bool(support[i].any()):
+        if not nonempty[i]:
             results.append(InputError("the network predicted an empty object (no amplitude above the threshold)"))
             continue
         provenance = {"refine": "", "stages": [{"stage": "network", "chi2": chi2[i], "seconds": seconds[i]}],
                       "retries": [], "prediction_is_twin_of_refined": False, "dilation": 0}
         timings = {"predict_s": seconds[i], "postprocess_s": share, "refine_s": 0.0, "total_s": seconds[i] + share}
         best = (obj[i], support[i], chi2[i], np.zeros(0, dtype=np.float32))
-        results.append(_result(model, measurement, transforms[i], best, obj[i].clone(), floors[i], provenance, threshold,
+        # the network's object is the result: the prediction shares its memory
+        results.append(_result(model, measurement, transforms[i], best, obj[i], floors[i], provenance, threshold,
                                precision, timings))
     return results
 

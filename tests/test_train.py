@@ -31,7 +31,7 @@ def write(tmp_path, text, name="cfg.toml"):
 
 @pytest.mark.parametrize(
     "family, kwargs, size",
-    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
+    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("autophasenn", {"width": 2, "size": 32, "space_to_depth": 2}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
 )
 def test_every_family_builds_and_trains_one_step(family, kwargs, size):
     model = build(family, **kwargs)
@@ -63,6 +63,21 @@ def test_cdinn2d_throughput_layout():
     assert torch.allclose(fast(x)["amplitude"][0, 3::2, 2::2], torch.sigmoid(last[0, 2, 1:, 1:]))
     with pytest.raises(ValueError, match="multiple of 8"):
         build("cdinn2d", width=4, size=36, space_to_depth=2)
+
+
+def test_space_to_depth_3d_folds_each_voxel_block_into_channels():
+    from cdinn.models.blocks import SpaceToDepth3d
+
+    x = torch.randn(2, 3, 4, 6, 8)
+    y = SpaceToDepth3d(2)(x)
+    assert y.shape == (2, 24, 2, 3, 4)
+    # channel c f³ + (a f + b) f + e at (i, j, k) holds voxel (2i + a, 2j + b, 2k + e) of channel c
+    assert torch.equal(y[:, 2 * 8 + (1 * 2 + 0) * 2 + 1, 1, 2, 3], x[:, 2, 3, 4, 7])
+    model = build("autophasenn", width=2, size=32, space_to_depth=2)
+    assert model.config["space_to_depth"] == 2 and model.encoder.layers[0][0].in_channels == 8
+    assert len([m for m in model.encoder.modules() if isinstance(m, torch.nn.MaxPool3d)]) == 2  # 16 -> 8 -> 4
+    with pytest.raises(ValueError, match="space_to_depth"):
+        build("autophasenn", width=2, size=32, space_to_depth=4)
 
 
 def test_paper_widths():

@@ -7,7 +7,7 @@ import math
 import torch
 
 from cdinn.models.base import CDIModel
-from cdinn.models.blocks import Decoder, Encoder, lrelu_bn_block
+from cdinn.models.blocks import Decoder, Encoder, SpaceToDepth3d, lrelu_bn_block
 from cdinn.models.registry import register
 
 
@@ -25,22 +25,31 @@ class AutoPhaseNN(CDIModel):
     family = "autophasenn"
     ndim = 3
 
-    def __init__(self, width: int = 32, size: int = 64, input_scale: str = "sqrt"):
+    def __init__(self, width: int = 32, size: int = 64, input_scale: str = "sqrt", space_to_depth: int = 1):
         super().__init__()
         if input_scale not in ("sqrt", "log"):
             raise ValueError(f"input_scale must be sqrt or log, got {input_scale!r}")
+        if space_to_depth not in (1, 2) or size % (16 * space_to_depth):
+            raise ValueError(f"space_to_depth must be 1 or 2 and divide size {size} / 16")
         self.input_scale = input_scale
-        widths = [width, 2 * width, 4 * width, 8 * width]
+        # With space_to_depth = 2 the encoder starts on the folded 32³ grid, one level fewer:
+        # its bottleneck stays at 1/8 of the input, and the 64³ level (most of the cost) goes.
+        levels = 4 if space_to_depth == 1 else 3
+        widths = [width * 2**k for k in range(levels)]
         self.input_size = size
         self.output_size = size // 2
-        self.encoder = Encoder(3, 1, widths, lrelu_bn_block)
+        self.fold = SpaceToDepth3d(space_to_depth)
+        self.encoder = Encoder(3, space_to_depth**3, widths, lrelu_bn_block)
         rev = list(reversed(widths))[1:]
-        self.amplitude_decoder = Decoder(3, widths[-1], rev, len(rev) - 1, lrelu_bn_block)
-        self.phase_decoder = Decoder(3, widths[-1], rev, len(rev) - 1, lrelu_bn_block)
+        n_up = len(rev) - 1 + (space_to_depth == 2)
+        self.amplitude_decoder = Decoder(3, widths[-1], rev, n_up, lrelu_bn_block)
+        self.phase_decoder = Decoder(3, widths[-1], rev, n_up, lrelu_bn_block)
         self.config = {"width": width, "size": size, "input_scale": input_scale}
+        if space_to_depth > 1:
+            self.config["space_to_depth"] = space_to_depth
 
     def heads(self, amplitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        code = self.encoder(amplitude)
+        code = self.encoder(self.fold(amplitude))
         amp = torch.sigmoid(self.amplitude_decoder(code)).squeeze(1)
         phase = math.pi * torch.tanh(self.phase_decoder(code)).squeeze(1)
         return amp, phase

@@ -62,6 +62,24 @@ def factorised_block(ndim: int, cin: int, cout: int, dropout: float = 0.0) -> nn
     return nn.Sequential(*layers)
 
 
+class SpaceToDepth3d(nn.Module):
+    """Each f x f x f block of voxels folded into f³ channels: ``(B, C, D, H, W)`` ->
+    ``(B, C f³, D/f, H/f, W/f)``, channel ``c f³ + (a f + b) f + e`` holding voxel
+    ``(f i + a, f j + b, f k + e)``, as ``nn.PixelUnshuffle`` orders 2D pixels (torch has no 3D one)."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.factor
+        if f == 1:
+            return x
+        b, c, d, h, w = x.shape
+        x = x.reshape(b, c, d // f, f, h // f, f, w // f, f).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        return x.reshape(b, c * f**3, d // f, h // f, w // f)
+
+
 Block = Callable[..., nn.Module]
 
 

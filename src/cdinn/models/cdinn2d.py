@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cdinn.models.base import CDIModel, phase_from_unit
-from cdinn.models.blocks import Decoder, Encoder, lrelu_bn_block, relu_block
+from cdinn.models.blocks import Block, Decoder, Encoder, lrelu_bn_block, relu_block
 from cdinn.models.registry import register
 
 
@@ -27,7 +27,8 @@ class _EncoderDecoder(nn.Module):
         return self.decoder(self.pool(self.encoder(x)))
 
 
-def _decoder(widths: Sequence[int], block, out_channels: int) -> Decoder:
+def _decoder(widths: Sequence[int], block: Block, out_channels: int) -> Decoder:
+    """The paper's decoder: the encoder's widths reversed, an up-sampling after every level."""
     return Decoder(2, widths[-1], list(reversed(widths)), len(widths), block, out_channels=out_channels)
 
 
@@ -47,8 +48,9 @@ class CDINN2D(CDIModel):
     ``space_to_depth`` f > 1 folds each f x f block of pattern pixels into f² input channels
     (``PixelUnshuffle``) and unfolds f² output channels back into pixels (``PixelShuffle``),
     so every layer runs on 1/f² of the pixels; ``shared_encoder`` gives the two decoders one
-    encoder, as 3D-CDI-NN does. Both together: ~5x the paper layout's patterns/s at width 16 on
-    a 2-core CPU in bfloat16 (``benchmarks/results/networks.md``, section stacks).
+    encoder, as 3D-CDI-NN does. Both together (the shipped ``cdinn2d-fast``): ~3x the paper
+    layout's patterns/s at width 16 on a 2-core CPU in bfloat16 (``benchmarks/results/networks.md``,
+    section on stacks).
     """
 
     family = "cdinn2d"

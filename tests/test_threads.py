@@ -27,6 +27,27 @@ def test_request_then_environment_then_default(monkeypatch):
     assert threads.choose_threads(None) == 2 and threads.choose_threads(3) == 3
 
 
+def test_training_leaves_the_data_workers_their_cores(tmp_path, monkeypatch):
+    import cdinn.cli.train as train_cli
+
+    monkeypatch.setattr(threads, "default_threads", lambda: 3)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.threads_beside_workers(None, 1) == 2 and threads.threads_beside_workers(None, 5) == 1
+    assert threads.threads_beside_workers(4, 1) == 4  # asked for: as asked
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.threads_beside_workers(None, 1) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    seen = []
+    monkeypatch.setattr(train_cli, "train", lambda cfg, run_dir, **kw: seen.append(torch.get_num_threads()) or {})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "cdinn2d"\narguments = { width = 4, size = 32 }\ndata = { n_train = 8, n_val = 2, workers = 1 }\n')
+    before = torch.get_num_threads()
+    for extra, expected in (([], 2), (["--workers", "0"], 3), (["--threads", "1"], 1)):
+        assert main(["train", str(cfg), "--run-dir", str(tmp_path / "run"), "--device", "cpu", "-q", *extra]) == 0
+        assert seen[-1] == expected, extra
+    assert torch.get_num_threads() == before
+
+
 def test_threads_option_is_applied_and_recorded(tmp_path, crystal2d, capsys):
     from cdinn.simulate import simulate_pattern
 

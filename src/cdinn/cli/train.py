@@ -8,8 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from cdinn.cli import COMMANDS
-from cdinn.cli.threads import add_threads_argument
+from cdinn.cli.threads import add_threads_argument, threads_beside_workers
 from cdinn.errors import InputError
 from cdinn.retrieval.engine import resolve_device
 from cdinn.train import load_config, train
@@ -43,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise InputError(f"--workers must not be negative, got {args.workers}")
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    device = resolve_device(args.device)
+    workers = int(cfg.data.get("workers", 0) if args.workers is None else args.workers)
+    if device.type == "cpu" and workers:
+        torch.set_num_threads(threads_beside_workers(args.threads, workers))
     try:
-        summary = train(cfg, run_dir, device=resolve_device(args.device), progress=not args.quiet,
+        summary = train(cfg, run_dir, device=device, progress=not args.quiet,
                         max_minutes=args.max_minutes, workers=args.workers)
     except TrainingError as exc:
         print(f"cdinn train: {exc}", file=sys.stderr)

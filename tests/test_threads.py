@@ -32,10 +32,10 @@ def test_training_leaves_the_data_workers_their_cores(tmp_path, monkeypatch):
 
     monkeypatch.setattr(threads, "default_threads", lambda: 3)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert threads.threads_beside_workers(None, 1) == 2 and threads.threads_beside_workers(None, 5) == 1
-    assert threads.threads_beside_workers(4, 1) == 4  # asked for: as asked
+    assert threads.choose_threads(None, reserved=1) == 2 and threads.choose_threads(None, reserved=5) == 1
+    assert threads.choose_threads(4, reserved=1) == 4  # asked for: as asked
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert threads.threads_beside_workers(None, 1) == 2
+    assert threads.choose_threads(None, reserved=1) == 2
     monkeypatch.delenv("OMP_NUM_THREADS")
     seen = []
     monkeypatch.setattr(train_cli, "train", lambda cfg, run_dir, **kw: seen.append(torch.get_num_threads()) or {})

@@ -50,25 +50,20 @@ def default_threads() -> int:
     return max(1, cores - _running_others())
 
 
-def choose_threads(requested: int | None) -> int:
-    """The thread count a command uses: ``requested``, else ``OMP_NUM_THREADS``, else :func:`default_threads`."""
+def choose_threads(requested: int | None, reserved: int = 0) -> int:
+    """The thread count a command uses: ``requested``, else ``OMP_NUM_THREADS``, else
+    :func:`default_threads` minus ``reserved`` cores (at least 1).
+
+    ``reserved``: cores other processes of this command need, as ``cdinn train``'s DataLoader
+    workers that simulate samples: on 2 cores, two training threads beside one such worker
+    trained the 2D CDI NN at half the samples/s of one thread (3.5 vs 6.6 steps/s).
+    """
     if requested is not None:
         return requested
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) >= 1:
         return int(env)
-    return default_threads()
-
-
-def threads_beside_workers(requested: int | None, workers: int) -> int:
-    """Training threads when ``workers`` DataLoader processes simulate samples on the same cores:
-    ``requested`` (or ``OMP_NUM_THREADS``) as given, else :func:`default_threads` minus the
-    workers, at least 1. On 2 cores, two training threads beside one simulating worker trained
-    the 2D CDI NN at half the samples/s of one thread (3.5 vs 6.6 steps/s): the worker starved."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if requested is not None or (env.isdigit() and int(env) >= 1):
-        return choose_threads(requested)
-    return max(1, default_threads() - workers)
+    return max(1, default_threads() - reserved)
 
 
 def apply_threads(requested: int | None) -> int:

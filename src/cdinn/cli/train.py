@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from cdinn.cli import COMMANDS
-from cdinn.cli.threads import add_threads_argument, threads_beside_workers
+from cdinn.cli.threads import add_threads_argument, choose_threads
 from cdinn.errors import InputError
 from cdinn.retrieval.engine import resolve_device
 from cdinn.train import load_config, train
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     workers = int(cfg.data.get("workers", 0) if args.workers is None else args.workers)
     if device.type == "cpu" and workers:
-        torch.set_num_threads(threads_beside_workers(args.threads, workers))
+        torch.set_num_threads(choose_threads(args.threads, reserved=workers))
     try:
         summary = train(cfg, run_dir, device=device, progress=not args.quiet,
                         max_minutes=args.max_minutes, workers=args.workers)

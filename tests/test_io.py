@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from cdinn.errors import InputError
-from cdinn.io import Result, atomic_path, read_pattern, read_result, write_result
+from cdinn.io import Result, StackWriter, atomic_path, read_pattern, read_result, write_result
 
 
 @pytest.fixture
@@ -137,6 +137,65 @@ def test_result_roundtrip(tmp_path, suffix):
     if suffix == ".cxi":
         with h5py.File(path) as f:
             assert np.array_equal(f["entry_1/image_1/data"][()], obj)
+
+
+def _stack_frames(n: int, shape=(8, 6)) -> list[Result]:
+    rng = np.random.default_rng(5)
+    frames = []
+    for i in range(n):
+        obj = np.zeros(shape, np.complex64)
+        obj[2:5, 1:4] = rng.normal(size=(3, 3)) + 1j * rng.normal(size=(3, 3))
+        counted = i % 3 != 2  # every third pattern is not photon counts: no floor
+        frames.append(Result(obj, obj != 0, 0.01 * (i + 1), {}, {"method": "x", "seed": i, "stages": [i],
+                             "chi2_noise_floor": 0.02 if counted else None, "timings": {"total_s": 1.0}}))
+    return frames
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz", ".cxi"])
+def test_stack_writer_streams_every_frame(tmp_path, suffix):
+    frames = _stack_frames(7)
+    with StackWriter(tmp_path / f"s{suffix}", 7) as writer:
+        for r in frames:
+            writer.add(r)
+        assert not (tmp_path / f"s{suffix}").exists()  # nothing visible before close
+        provenance = writer.close(2.0, {"input": "x.npy"})
+    back = read_result(tmp_path / f"s{suffix}")
+    assert np.array_equal(back.object, np.stack([r.object for r in frames])) and back.object.dtype == np.complex64
+    assert np.array_equal(back.support, np.stack([r.support for r in frames]))
+    assert np.allclose(back.chi2, [r.chi2 for r in frames])
+    floors = back.extras["chi2_noise_floor"]
+    assert np.allclose(floors[[0, 1, 3, 4, 6]], 0.02) and np.isnan(floors[[2, 5]]).all()
+    # chi2 0.03 and 0.06 have no floor; of the others 0.04, 0.05 and 0.07 are above 0.02
+    assert back.provenance == provenance and provenance["above_noise_floor"] == 3 and provenance["stack"] == 7
+    assert provenance["seeds"] == list(range(7)) and provenance["input"] == "x.npy" and "stages" not in provenance
+    assert provenance["timings"] == {"total_s": 2.0, "per_pattern_s": 2.0 / 7}
+    if suffix == ".h5":
+        with h5py.File(tmp_path / "s.h5") as f:  # as write_result stores a stack: gzip, one chunk per frame
+            assert f["object"].chunks == (1, 8, 6) and f["object"].compression == "gzip"
+            assert f["support"].chunks == (1, 8, 6) and f["support"].compression == "gzip"
+    assert sorted(os.listdir(tmp_path)) == [f"s{suffix}"]
+
+
+def test_stack_writer_leaves_nothing_when_the_stack_fails(tmp_path):
+    frames = _stack_frames(600)  # more than one background batch
+    with pytest.raises(RuntimeError):
+        with StackWriter(tmp_path / "s.h5", 600) as writer:
+            for r in frames[:550]:
+                writer.add(r)
+            raise RuntimeError("pattern 550 failed")
+    assert os.listdir(tmp_path) == []
+    writer = StackWriter(tmp_path / "s.h5", 600)
+    with pytest.raises(ValueError, match="got 599 of its 600"):
+        with writer:
+            for r in frames[:599]:
+                writer.add(r)
+            writer.close(1.0)
+    assert os.listdir(tmp_path) == []
+    with StackWriter(tmp_path / "s.h5", 600) as writer:
+        for r in frames:
+            writer.add(r)
+        writer.close(1.0)
+    assert np.array_equal(read_result(tmp_path / "s.h5").object[-1], frames[-1].object)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

@@ -9,7 +9,7 @@ import time
 from cdinn.cli import COMMANDS
 from cdinn.cli.phase import add_pattern_arguments, noise_floor_text, output_paths, stack_floor_text, stack_input
 from cdinn.errors import InputError
-from cdinn.io import read_pattern, stack_results, write_result
+from cdinn.io import StackWriter, read_pattern, write_result
 from cdinn.models import load_model
 from cdinn.models.base import PRECISIONS
 from cdinn.pipeline import DEFAULT_REFINE, invert_many, invert_stack, refinement_recipe
@@ -61,18 +61,16 @@ def _invert_stack(args: argparse.Namespace, model, device, paths) -> int:
     """``cdinn invert --stack``: the network in batches, each pattern refined, one result file."""
     stack, mask = stack_input(args, paths)
     t0 = time.perf_counter()
-    results = []
-    for name, result in invert_stack(stack, mask, model, args.refine, binning=args.bin, threshold=args.threshold,
-                                     dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
-                                     precision=args.precision, retry=args.retry):
-        if isinstance(result, InputError):
-            raise InputError(f"pattern {name} of the stack: {result}")
-        results.append(result)
-    result = stack_results(results, time.perf_counter() - t0)
-    result.provenance.update(input_record(args.data[0], stack.shape))
-    write_result(paths[0], result)
-    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g}"
-          f"{stack_floor_text(result)} ({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
+    with StackWriter(paths[0], len(stack)) as writer:
+        for name, result in invert_stack(stack, mask, model, args.refine, binning=args.bin, threshold=args.threshold,
+                                         dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
+                                         precision=args.precision, retry=args.retry):
+            if isinstance(result, InputError):
+                raise InputError(f"pattern {name} of the stack: {result}")
+            writer.add(result)
+        provenance = writer.close(time.perf_counter() - t0, input_record(args.data[0], stack.shape))
+    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {provenance['chi2_median']:.4g}"
+          f"{stack_floor_text(provenance)} ({provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
     return 0
 
 

@@ -14,7 +14,7 @@ from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
 from cdinn.io import (RESULT_SUFFIXES, Result, check_output, check_result_path, read_array, read_pattern, read_stack,
-                      stack_results, write_result)
+                      StackWriter, write_result)
 from cdinn.io.readers import split_key
 from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, phase_stack, resolve_device
@@ -97,7 +97,6 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
     each has one start) into one result file."""
     stack, mask = stack_input(args, paths)
     t0 = time.perf_counter()
-    results = []
     bar = tqdm(total=len(stack), desc="patterns", disable=args.quiet, leave=False)
     if args.starts == 1 and args.average == 1 and not args.until_converged:
         found = phase_stack(stack, args.recipe, mask, support, device, args.seed)
@@ -106,15 +105,14 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
                                  mask=mask[i] if mask is not None and mask.shape == stack.shape else mask, device=device,
                                  seed=None if args.seed is None else args.seed + i, progress=False,
                                  until_converged=args.until_converged) for i, pattern in enumerate(stack))
-    for result in found:
-        results.append(result)
-        bar.update()
-    bar.close()
-    result = stack_results(results, time.perf_counter() - t0)
-    result.provenance.update({**input_record(args.data[0], stack.shape), "recipe": args.recipe})
-    write_result(paths[0], result)
-    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {result.provenance['chi2_median']:.4g}"
-          f"{stack_floor_text(result)} ({result.provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
+    with StackWriter(paths[0], len(stack)) as writer:
+        for result in found:
+            writer.add(result)
+            bar.update()
+        bar.close()
+        provenance = writer.close(time.perf_counter() - t0, {**input_record(args.data[0], stack.shape), "recipe": args.recipe})
+    print(f"{args.data[0]}: {len(stack)} patterns, chi2 median {provenance['chi2_median']:.4g}"
+          f"{stack_floor_text(provenance)} ({provenance['timings']['total_s']:.2f} s) -> {paths[0]}")
     return 0
 
 
@@ -124,12 +122,11 @@ def _starts_text(result: Result, starts: int) -> str:
     return f"{starts} start(s)" if ran == starts else f"{ran} of {starts} starts (converged)"
 
 
-def stack_floor_text(result: Result) -> str:
-    """``, 3 above their counting-noise floor`` for a stack of photon counts, else nothing."""
-    floors = result.extras.get("chi2_noise_floor")
-    if floors is None or np.isnan(floors).all():
-        return ""
-    return f", {result.provenance['above_noise_floor']} above their counting-noise floor"
+def stack_floor_text(provenance: dict) -> str:
+    """``, 3 above their counting-noise floor`` for a stack of photon counts (its
+    :meth:`~cdinn.io.StackWriter.close` provenance), else nothing."""
+    above = provenance.get("above_noise_floor")
+    return "" if above is None else f", {above} above their counting-noise floor"
 
 
 def noise_floor_text(result: Result) -> str:

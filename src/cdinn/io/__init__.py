@@ -2,20 +2,20 @@
 
 from cdinn.io.atomic import atomic_path, check_output
 from cdinn.io.readers import PATTERN_SUFFIXES, read_array, read_pattern, read_stack
-from cdinn.io.results import RESULT_SUFFIXES, Result, check_result_path, read_result, stack_results, write_result
+from cdinn.io.results import RESULT_SUFFIXES, Result, StackWriter, check_result_path, read_result, write_result
 from cdinn.io.validate import validate_intensity, validate_mask
 
 __all__ = [
     "PATTERN_SUFFIXES",
     "RESULT_SUFFIXES",
     "Result",
+    "StackWriter",
     "atomic_path",
     "check_output",
     "check_result_path",
     "read_array",
     "read_pattern",
     "read_stack",
-    "stack_results",
     "read_result",
     "validate_intensity",
     "validate_mask",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,23 +51,137 @@ PER_PATTERN = ("stages", "timings", "averaging", "best_start", "chi2_noise_floor
 """Provenance entries that describe one pattern, left out of a stack's provenance."""
 
 
-def stack_results(results: list[Result], seconds: float) -> Result:
-    """One result holding a stack's N reconstructions: ``object`` and ``support`` ``(N, *spatial)``,
-    ``chi2`` ``(N,)``, and ``extras["chi2_noise_floor"]`` ``(N,)`` (each pattern's counting-noise
-    floor, NaN where a pattern is not photon counts); the provenance of the first (method,
-    parameters) without its per-pattern entries, with ``stack`` = N, the chi² median, how many
-    results fit worse than their floor, and the whole stack's time."""
-    first = results[0]
-    provenance = {k: v for k, v in first.provenance.items() if k not in PER_PATTERN}
-    chi2 = np.array([r.chi2 for r in results], dtype=np.float64)
-    floors = np.array([np.nan if r.provenance.get("chi2_noise_floor") is None else r.provenance["chi2_noise_floor"]
-                       for r in results], dtype=np.float64)
-    provenance.update({"stack": len(results), "chi2_median": float(np.median(chi2)),
-                       "above_noise_floor": int(np.sum(chi2 > floors)),
-                       "seeds": [r.provenance.get("seed") for r in results],
-                       "timings": {"total_s": seconds, "per_pattern_s": seconds / len(results)}})
-    return Result(np.stack([r.object for r in results]).astype(np.complex64), np.stack([r.support for r in results]),
-                  chi2, {}, provenance, {"chi2_noise_floor": floors})
+class StackWriter:
+    """A stack's N results written to one file as they come, in order: ``object`` and
+    ``support`` ``(N, *spatial)``, ``chi2`` ``(N,)``, ``extras/chi2_noise_floor`` ``(N,)`` (each
+    pattern's counting-noise floor, NaN where a pattern is not photon counts), and the
+    provenance of the first result (method, parameters) without its per-pattern entries.
+
+    An ``.h5``/``.hdf5`` file is streamed: each reconstruction is compressed as
+    :func:`write_result` compresses it (gzip, one chunk per frame) on a background thread
+    while the next ones are computed, and written as its chunk, so a stack of any length needs
+    memory for a few frames only. Other formats gather the arrays and write them once. The
+    file appears, atomically, only when :meth:`close` succeeds; leaving the ``with`` block by
+    an exception writes nothing.
+
+    Parameters
+    ----------
+    path : result file
+    count : N, the number of results :meth:`add` will receive
+    """
+
+    _QUEUE = 256
+    """Frames handed to the background thread at once (and at most twice that waiting)."""
+
+    def __init__(self, path: str | Path, count: int):
+        self.path, self.count, self.added = check_result_path(path), count, 0
+        self.streamed = self.path.suffix.lower() in (".h5", ".hdf5")
+        self.chi2, self.floors = np.zeros(count), np.full(count, np.nan)
+        self.seeds: list[Any] = []
+        self.provenance: dict[str, Any] = {}
+        self._atomic = atomic_path(self.path) if self.streamed else None
+        self._tmp = self._atomic.__enter__() if self._atomic is not None else None
+        self._file: h5py.File | None = None
+        self._arrays: tuple[Any, Any] | None = None
+        self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._jobs: list[Future] = []
+        self._pool = ThreadPoolExecutor(1) if self.streamed else None
+
+    def __enter__(self) -> StackWriter:
+        return self
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        self.discard()  # after close() there is nothing left to discard
+
+    def add(self, result: Result) -> None:
+        """Append the next reconstruction (the ``i``-th call gives frame ``i``)."""
+        i = self.added
+        if i >= self.count:
+            raise ValueError(f"the stack holds {self.count} results")
+        if i == 0:
+            self.provenance = {k: v for k, v in result.provenance.items() if k not in PER_PATTERN}
+            self._open(result.object.shape)
+        floor = result.provenance.get("chi2_noise_floor")
+        self.chi2[i], self.floors[i] = result.chi2, np.nan if floor is None else floor
+        self.seeds.append(result.provenance.get("seed"))
+        obj, support = result.object.astype(np.complex64, copy=False), result.support.astype(bool, copy=False)
+        if self._pool is None:
+            self._arrays[0][i], self._arrays[1][i] = obj, support
+        else:
+            self._pending.append((i, obj, support))
+            if len(self._pending) >= self._QUEUE:
+                self._flush()
+        self.added += 1
+
+    def close(self, seconds: float, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Finish the file (``provenance`` added to the stack's) and move it into place;
+        returns the stack's provenance: ``stack`` = N, the chi² median, how many results fit
+        worse than their floor (None where no pattern is photon counts), the seeds and the
+        whole stack's time."""
+        if self.added != self.count:
+            raise ValueError(f"the stack got {self.added} of its {self.count} results")
+        counted = ~np.isnan(self.floors)
+        self.provenance.update({"stack": self.count, "chi2_median": float(np.median(self.chi2)),
+                                "above_noise_floor": int(np.sum(self.chi2[counted] > self.floors[counted]))
+                                if counted.any() else None,
+                                "seeds": self.seeds, "timings": {"total_s": seconds, "per_pattern_s": seconds / self.count},
+                                **(provenance or {})})
+        extras = {"chi2_noise_floor": self.floors}
+        if self._pool is None:
+            write_result(self.path, Result(*self._arrays, self.chi2, {}, self.provenance, extras))
+            return self.provenance
+        self._flush()
+        for job in self._jobs:
+            job.result()
+        f = self._file
+        f["chi2"] = self.chi2
+        f["provenance"] = json.dumps(self.provenance, default=_json_default)
+        _write_extras(f.create_group("extras"), extras)
+        f.close()
+        self._pool.shutdown()
+        atomic, self._atomic = self._atomic, None
+        atomic.__exit__(None, None, None)
+        return self.provenance
+
+    def discard(self) -> None:
+        """Stop and remove the unfinished file."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        if self._file is not None and self._file.id.valid:
+            self._file.close()
+        if self._atomic is not None:
+            atomic, self._atomic = self._atomic, None
+            with contextlib.suppress(_Discarded):
+                atomic.__exit__(_Discarded, _Discarded(), None)
+
+    def _open(self, shape: tuple[int, ...]) -> None:
+        full = (self.count, *shape)
+        if self._pool is None:
+            self._arrays = (np.empty(full, np.complex64), np.empty(full, bool))
+            return
+        self._file = h5py.File(self._tmp, "w")
+        chunks = (1, *shape)
+        self._datasets = (self._file.create_dataset("object", full, np.complex64, chunks=chunks, **GZIP),
+                          self._file.create_dataset("support", full, bool, chunks=chunks, **GZIP))
+
+    def _flush(self) -> None:
+        """Hand the pending frames to the background thread; wait for the batch before the last."""
+        if self._pending:
+            self._jobs.append(self._pool.submit(self._write, self._pending))
+            self._pending = []
+        while len(self._jobs) > 1:
+            self._jobs.pop(0).result()
+
+    def _write(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        # zlib's stream is what HDF5's deflate filter stores, and zlib releases the GIL while it compresses
+        level = GZIP["compression_opts"]
+        for i, obj, support in frames:
+            for dataset, array in zip(self._datasets, (obj, support)):
+                dataset.id.write_direct_chunk((i,) + (0,) * array.ndim, zlib.compress(np.ascontiguousarray(array), level))
+
+
+class _Discarded(Exception):
+    """Raised into :func:`atomic_path` to make it remove an unfinished stack file."""
 
 
 def check_result_path(path: str | Path) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cdinn.cli.main import main
-from cdinn.io import read_result
+from cdinn.io import read_frame, read_result
 from cdinn.simulate import faceted_crystal, simulate_pattern
 
 FAST = "AVG**5 * ER**20 * (SUP * ER**10 * HIO**30)**2"
@@ -155,7 +155,22 @@ def test_stacks_in_one_file_out(tmp_path, capsys):
     floors = n.extras["chi2_noise_floor"]
     assert floors.shape == (6,) and np.all(floors > 0) and len(set(floors.tolist())) > 1
     assert "chi2_noise_floor" not in n.provenance and n.provenance["above_noise_floor"] == int(np.sum(n.chi2 > floors))
-    assert main(["report", str(tmp_path / "n.npz"), "-o", str(tmp_path / "f.png")]) == 2  # one figure per reconstruction
+    # a stack's report: chi² of every frame and a few frames drawn; --frame I draws one, from its own input frame
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "n.npz"), "-o", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    worst = int(np.argmax(n.chi2))
+    assert "6 reconstructions" in out and f"worst frame {worst}: {n.chi2[worst]:.4g}" in out
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", str(tmp_path / "p.h5"), "--frame", "4", "-o", str(tmp_path / "f4.png")]) == 0
+    assert (tmp_path / "f4.png").is_file()
+    frame = read_frame(tmp_path / "p.h5", 4)
+    assert np.array_equal(frame.object, r.object[4]) and frame.chi2 == pytest.approx(float(r.chi2[4]))
+    assert frame.provenance["stack_frame"] == 4 and frame.provenance["chi2_noise_floor"] is not None
+    assert main(["report", str(tmp_path / "p.h5"), "--frame", "6", "-o", str(tmp_path / "f6.png")]) == 2
+    assert "frame 6 is outside the stack of 6" in capsys.readouterr().err and not (tmp_path / "f6.png").exists()
+    assert main(["report", str(tmp_path / "four.h5"), "--frame", "0", "-o", str(tmp_path / "f0.png")]) == 2
+    assert "not a stack" in capsys.readouterr().err
     stack[2] = 0
     np.save(tmp_path / "bad.npy", stack)
     assert main(["phase", str(tmp_path / "bad.npy"), "--stack", "-o", str(tmp_path / "b.h5"), "-q"]) == 2

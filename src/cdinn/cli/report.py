@@ -11,10 +11,11 @@ import numpy as np
 from cdinn.cli import COMMANDS
 from cdinn.cli.threads import add_threads_argument
 from cdinn.errors import InputError
-from cdinn.io import Result, check_output, check_result_path, read_pattern, read_result, write_result
+from cdinn.io import (Result, check_output, check_result_path, read_frame, read_pattern, read_result, read_stack,
+                      read_stack_table, write_result)
 from cdinn.physics.geometry import BraggGeometry
 from cdinn.prepare import read_geometry
-from cdinn.report import analyse, comparison_figure, strain_figure, write_vti
+from cdinn.report import analyse, comparison_figure, stack_figure, strain_figure, write_vti
 from cdinn.report.figures import describe
 
 
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_threads_argument(p)
     p.add_argument("result", help="result of `cdinn phase` (.h5, .cxi, .npz)")
     p.add_argument("-o", "--output", required=True, help="figure (.png, .pdf, .svg)")
+    p.add_argument("--frame", type=int, metavar="I",
+                   help="of a stack result (--stack): draw reconstruction I alone (default: an overview of the stack)")
     p.add_argument("--geometry", help="prepared CXI holding the geometry (default: the result's input, if it has one)")
     p.add_argument("--vti", help="also write amplitude, phase, displacement, strain and support as VTK ImageData")
     p.add_argument("--cxi", help="also write the lab-frame object, support and strain as a CXI result")
@@ -94,10 +97,15 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.vti, reads)
     if args.cxi:
         check_output(check_result_path(args.cxi), reads)
-    result = read_result(args.result)
-    if result.provenance.get("stack"):
-        raise InputError(f"{args.result}: a stack of {result.provenance['stack']} reconstructions; cdinn report draws one "
-                         "(read the stack with cdinn.io.read_result)")
+    if args.frame is not None:
+        result = read_frame(args.result, args.frame)
+    else:
+        chi2, floors, provenance = read_stack_table(args.result)
+        if provenance.get("stack"):
+            if args.vti or args.cxi:
+                raise InputError("--vti and --cxi export one reconstruction: pick one of the stack with --frame I")
+            return _stack_report(args, chi2, floors, provenance)
+        result = read_result(args.result)
     if result.object.ndim not in (2, 3):
         raise InputError(f"{args.result}: a {result.object.ndim}D object; cdinn report draws 2D and 3D reconstructions")
     geometry, source = _geometry(args, result)
@@ -110,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         history = [("chi²", chi2[:, int(result.provenance.get("best_start", 0))])] if chi2 is not None and chi2.ndim == 2 else []
         pixel = result.provenance.get("voxel_size_nm") if result.object.ndim == 2 else None
         comparison_figure(args.output, [("reconstruction", result.object)], pattern=pattern, histories=history,
-                          title=Path(args.result).name + ("" if pixel else " (pixels: no geometry recorded)"),
+                          title=_name(args.result, result) + ("" if pixel else " (pixels: no geometry recorded)"),
                           subtitle=describe(result.provenance, result.chi2), crop=True, pixel_nm=pixel,
                           phase_range=args.phase_range, amplitude_range=tuple(args.amplitude_range))
         hint = ""
@@ -124,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     lattice = args.lattice if args.lattice > 0 else None
     crystal = analyse(result, geometry, args.hkl, lattice, args.threshold)
-    strain_figure(args.output, crystal, result, title=Path(args.result).name, threshold=args.threshold,
+    strain_figure(args.output, crystal, result, title=_name(args.result, result), threshold=args.threshold,
                   phase_range=args.phase_range, strain_range=args.strain_range, amplitude_range=tuple(args.amplitude_range))
     smap = crystal.strain
     if args.vti:
@@ -144,14 +152,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name(path: str, result: Result) -> str:
+    """A figure's title: the file's name, and the frame for one reconstruction of a stack."""
+    frame = result.provenance.get("stack_frame")
+    return Path(path).name + ("" if frame is None else f", frame {frame} of {result.provenance['stack']}")
+
+
+def _stack_report(args: argparse.Namespace, chi2: np.ndarray, floors: np.ndarray, provenance: dict) -> int:
+    """The overview of a stack: chi² per frame and the first, best, median and worst frames."""
+    order = np.argsort(chi2, kind="stable")
+    picks = list(dict.fromkeys(int(k) for k in (0, order[0], order[len(order) // 2], order[-1])))
+    frames = [(k, read_frame(args.result, k).object) for k in picks]
+    stack_figure(args.output, chi2, floors, frames, title=Path(args.result).name,
+                 subtitle=describe(provenance) + f" · {len(chi2)} frames, chi² median {np.median(chi2):.4g}",
+                 phase_range=args.phase_range, amplitude_range=tuple(args.amplitude_range))
+    counted = np.isfinite(floors)
+    above = f", {int(np.sum(chi2[counted] > floors[counted]))} above their counting-noise floor" if counted.any() else ""
+    print(f"{args.result}: {len(chi2)} reconstructions, chi² median {np.median(chi2):.4g} (best frame {int(order[0])}: "
+          f"{chi2[order[0]]:.4g}, worst frame {int(order[-1])}: {chi2[order[-1]]:.4g}){above}; frames "
+          f"{', '.join(map(str, picks))} drawn (one alone: --frame I) -> {args.output}")
+    return 0
+
+
 def _measured_pattern(result: Result) -> np.ndarray | None:
-    """The pattern the result was reconstructed from, when its file is still there."""
+    """The pattern the result was reconstructed from, when its file is still there (for a
+    frame of a stack, that frame of the input stack)."""
     source = result.provenance.get("input")
     if not source or not Path(str(source).split("::")[0]).is_file():
         return None
     try:
-        pattern, _ = read_pattern(source)
-    except InputError:
+        if "stack_frame" in result.provenance:
+            stack, _ = read_stack(source)
+            pattern = stack[result.provenance["stack_frame"]]
+        else:
+            pattern, _ = read_pattern(source)
+    except (InputError, IndexError):
         return None
     return pattern if pattern.shape == result.object.shape else None
 

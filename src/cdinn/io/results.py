@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,6 +332,67 @@ def read_result(path: str | Path) -> Result:
         raise
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"cannot read result {p}: {exc}") from None
+
+
+def read_frame(path: str | Path, index: int) -> Result:
+    """Reconstruction ``index`` of a stack result (:class:`StackWriter`) as a result of its own:
+    object, support, chi², the stack's provenance with ``stack_frame`` = ``index`` and the
+    frame's counting-noise floor. From an ``.h5`` stack this reads one chunk per array."""
+    p = check_result_path(path)
+    try:
+        with _stack_arrays(p) as (arrays, provenance, extras):
+            count = provenance.get("stack")
+            if not count:
+                raise InputError(f"{p} holds one reconstruction, not a stack: --frame applies to stacks")
+            if not -count <= index < count:
+                raise InputError(f"{p}: frame {index} is outside the stack of {count} (0..{count - 1})")
+            index %= count
+            floor = float(extras["chi2_noise_floor"][index]) if "chi2_noise_floor" in extras else float("nan")
+            provenance.update(stack_frame=index, chi2_noise_floor=None if np.isnan(floor) else floor)
+            chi2 = float(arrays["chi2"][index])
+            if provenance["chi2_noise_floor"] is not None:
+                provenance["chi2_over_noise_floor"] = chi2 / floor
+            return Result(np.asarray(arrays["object"][index]), np.asarray(arrays["support"][index]).astype(bool), chi2,
+                          {}, provenance, {})
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"cannot read result {p}: {exc}") from None
+
+
+def read_stack_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A stack result's chi² ``(N,)``, counting-noise floors ``(N,)`` (NaN: not photon counts)
+    and provenance, without reading its reconstructions."""
+    p = check_result_path(path)
+    try:
+        with _stack_arrays(p) as (arrays, provenance, extras):
+            chi2 = np.atleast_1d(np.asarray(arrays["chi2"][()], dtype=np.float64))
+            floors = np.asarray(extras["chi2_noise_floor"][()], dtype=np.float64) if "chi2_noise_floor" in extras \
+                else np.full(chi2.shape, np.nan)
+            return chi2, floors, provenance
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"cannot read result {p}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _stack_arrays(p: Path) -> Iterator[tuple[Any, dict[str, Any], Any]]:
+    """``(arrays, provenance, extras)`` of a result file, the arrays read on indexing
+    (``object``, ``support``, ``chi2``; ``extras`` by name)."""
+    if p.suffix.lower() == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            extras = {k[len("extras_"):]: z[k] for k in z.files if k.startswith("extras_")}
+            yield {k: z[k] for k in ("object", "support", "chi2")}, json.loads(str(z["provenance"])), extras
+        return
+    with h5py.File(p, "r") as f:
+        if p.suffix.lower() == ".cxi" and f"{CXI_IMAGE}/process_1/configuration/provenance" in f:
+            image = f[CXI_IMAGE]
+            arrays = {"object": image["data"], "support": image["mask"], "chi2": image["process_1/results/chi2"]}
+            prov, extras = image["process_1/configuration/provenance"][()], image.get("extras", {})
+        else:
+            if "object" not in f:
+                raise InputError(f"{p} holds no cdinn result (no reconstructed object)")
+            arrays, prov, extras = f, f["provenance"][()], f.get("extras", {})
+        yield arrays, json.loads(prov.decode() if isinstance(prov, bytes) else str(prov)), extras
 
 
 def _read_cxi(f: h5py.File) -> Result:

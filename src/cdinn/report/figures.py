@@ -204,3 +204,76 @@ def comparison_figure(
         width = int(fig.get_figwidth() * 11)  # characters of a 10-point line across the page
         fig.suptitle("\n".join([title, *textwrap.wrap(subtitle, width)]).strip(), fontsize=10)
     return save_figure(fig, path)
+
+
+def stack_figure(
+    path: str | Path,
+    chi2: np.ndarray,
+    floors: np.ndarray,
+    frames: Sequence[tuple[int, np.ndarray]],
+    title: str = "",
+    subtitle: str = "",
+    phase_range: float | None = None,
+    amplitude_range: tuple[float, float] = (0.0, 1.0),
+) -> Path:
+    """A stack of N reconstructions on one page: the chi² of every frame against its index,
+    beside each frame's counting-noise floor where known (frames above it drawn in red), and the
+    amplitude and phase of a few chosen frames, each cropped to its object (3D: the central
+    section along axis 0).
+
+    Parameters
+    ----------
+    path : output image (PNG, PDF, SVG), written atomically
+    chi2, floors : per frame ``(N,)``; a floor is NaN where the pattern is not photon counts
+    frames : (index, complex object) of the frames to draw, labelled by index and chi²
+    title, subtitle : figure title and a smaller second line
+    phase_range : half-range of the phase colour scale (rad); default from each frame
+        (:func:`phase_limit`), the widest of them, so that all share one scale
+    amplitude_range : amplitude colour scale as fractions of each frame's maximum
+    """
+    index = np.arange(len(chi2))
+    counted = np.isfinite(floors)
+    above = counted & (chi2 > floors)
+    cols = len(frames)
+    fig = plt.figure(figsize=(max(7.0, 1.9 * cols + 1.2), 6.6), layout="constrained")
+    grid = fig.add_gridspec(3, cols + 1, width_ratios=[1] * cols + [0.07], height_ratios=[1.25, 1, 1])
+    ax = fig.add_subplot(grid[0, :])
+    small = 4 if len(chi2) <= 500 else 1
+    ax.scatter(index[~above], chi2[~above], s=small, color="tab:blue", label="chi² of each frame", linewidths=0)
+    if above.any():
+        ax.scatter(index[above], chi2[above], s=small, color="tab:red", linewidths=0,
+                   label=f"above its counting-noise floor ({int(above.sum())} of {int(counted.sum())})")
+    if counted.any():
+        ax.plot(index[counted], floors[counted], color="0.4", lw=0.8, label="counting-noise floor")
+    for k, _ in frames:
+        ax.annotate(str(k), (k, chi2[k]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("chi²")
+    ax.set_xlim(-0.5, len(chi2) - 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    cuts = [central_slices(flatten_phase(obj[object_box(obj)]))[0] for _, obj in frames]
+    sections, plane = [c[1] for c in cuts], "\n(central section, axis 0)" if cuts[0][0] else ""
+    vmax = max(phase_limit(np.angle(s[np.abs(s) >= 0.5 * np.abs(s).max()]), phase_range) for s in sections)
+    for col, ((k, _), sl) in enumerate(zip(frames, sections)):
+        ax = fig.add_subplot(grid[1, col])
+        im_a = ax.imshow(np.abs(sl) / max(np.abs(sl).max(), 1e-30), cmap="gray", vmin=amplitude_range[0],
+                         vmax=amplitude_range[1], origin="upper")
+        ax.set_title(f"frame {k}\nchi² {chi2[k]:.3g}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if col == 0:
+            ax.set_ylabel("amplitude" + plane, fontsize=8)
+        ax = fig.add_subplot(grid[2, col])
+        im_p = ax.imshow(_phase_rgba(sl), cmap="coolwarm", vmin=-vmax, vmax=vmax, origin="upper")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if col == 0:
+            ax.set_ylabel("phase" + plane, fontsize=8)
+    fig.colorbar(im_a, cax=fig.add_subplot(grid[1, cols]), label="amplitude / max")
+    fig.colorbar(im_p, cax=fig.add_subplot(grid[2, cols]), label="phase (rad)")
+    if title or subtitle:
+        width = int(fig.get_figwidth() * 11)
+        fig.suptitle("\n".join([title, *textwrap.wrap(subtitle, width)]).strip(), fontsize=10)
+    return save_figure(fig, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cdinn.io import Result, write_result
+from cdinn.io import Result, StackWriter, write_result
 
 
 def workspace(root: Path) -> dict[str, str]:
@@ -64,6 +64,11 @@ def workspace(root: Path) -> dict[str, str]:
     obj[12:20, 12:20] = 1
     write_result(root / "r.h5", Result(obj, np.abs(obj) > 0, 0.01, provenance={"method": "phase_retrieval"}))
     files["r"] = str(root / "r.h5")
+    with StackWriter(root / "stack.h5", 2) as writer:
+        for _ in range(2):
+            writer.add(Result(obj, np.abs(obj) > 0, 0.01, provenance={"method": "phase_retrieval"}))
+        writer.close(1.0)
+    files["stack"] = str(root / "stack.h5")
     obj4 = np.ones((4, 4, 4, 4), np.complex64)
     write_result(root / "r4.h5", Result(obj4, np.abs(obj4) > 0, 0.01, provenance={}))
     files["r4"] = str(root / "r4.h5")
@@ -168,6 +173,10 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("report", "--cxi over the result", ["report", "{r}", "-o", "{root}/f.png", "--cxi", "{r}"]),
     ("report", "phase range -1", ["report", "{r}", "-o", "{root}/f.png", "--phase-range", "-1"]),
     ("report", "hkl 0 0 0", ["report", "{r}", "-o", "{root}/f.png", "--hkl", "0", "0", "0"]),
+    ("report", "--frame of one reconstruction", ["report", "{r}", "-o", "{root}/f.png", "--frame", "0"]),
+    ("report", "--frame past the stack", ["report", "{stack}", "-o", "{root}/f.png", "--frame", "2"]),
+    ("report", "--frame not a number", ["report", "{stack}", "-o", "{root}/f.png", "--frame", "x"]),
+    ("report", "--vti of a whole stack", ["report", "{stack}", "-o", "{root}/f.png", "--vti", "{root}/s.vti"]),
     # simulate
     ("simulate", "unknown kind", ["simulate", "blobs", "-n", "4", "-o", "{outdir}"]),
     ("simulate", "n 0", ["simulate", "faceted", "-n", "0", "-o", "{outdir}"]),

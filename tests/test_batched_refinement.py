@@ -142,3 +142,23 @@ def test_a_stack_phased_in_batches_gives_each_pattern_its_own_phase_retrieval(pa
     # one at a time (a CPU's default) is phase_retrieval itself
     single = list(phase_stack(stack[:2], recipe, mask[:2], seed=40))
     np.testing.assert_array_equal(single[1].object, phase_retrieval(stack[1], recipe, mask=mask[1], seed=41, progress=False).object)
+
+
+def test_small_patterns_are_refined_as_one_batch_on_a_cpu_too(monkeypatch):
+    """By default a CPU batches the refinement of small patterns only (per-call overhead is
+    most of their iteration), a GPU always; an explicit choice wins."""
+    from cdinn.pipeline import inversion
+
+    assert inversion.refines_as_batch((64, 64), "cpu") and inversion.refines_as_batch((32, 32), "cpu")
+    assert not inversion.refines_as_batch((128, 128), "cpu") and not inversion.refines_as_batch((64, 64, 64), "cpu")
+    assert inversion.refines_as_batch((64, 64, 64), "cuda")
+    calls = []
+    original = inversion.refine_batch
+    monkeypatch.setattr(inversion, "refine_batch", lambda pats, *a, **k: calls.append(len(pats)) or original(pats, *a, **k))
+    model = load_model("cdinn2d-fast")
+    small = {s: (simulate_pattern(faceted_crystal((64, 64), oversampling=3.0, phase_range=1.0, seed=s), photons=1e8,
+                                  seed=s).numpy(), None) for s in range(3)}
+    results = dict(invert_many(small, model, "ER**5", retry=False, shared_grid=True))  # one grid: one batch
+    assert calls == [3] and all(r.chi2 < 0.05 for r in results.values())
+    dict(invert_many(small, model, "ER**5", retry=False, shared_grid=True, batch_refine=False))
+    assert calls == [3]  # the explicit choice: pattern by pattern

@@ -162,3 +162,28 @@ def test_small_patterns_are_refined_as_one_batch_on_a_cpu_too(monkeypatch):
     assert calls == [3] and all(r.chi2 < 0.05 for r in results.values())
     dict(invert_many(small, model, "ER**5", retry=False, shared_grid=True, batch_refine=False))
     assert calls == [3]  # the explicit choice: pattern by pattern
+
+
+def test_the_retries_of_a_batch_run_as_one_batch(monkeypatch):
+    """Patterns of a batch still above their floor after the refinement are retried together,
+    attempt by attempt; each records its attempt and keeps the lower chi²."""
+    from cdinn.pipeline import inversion
+    from cdinn.retrieval import phase_retrieval
+
+    monkeypatch.setattr(inversion, "RETRIES", ({"phase_seed": 0},))
+    sizes = []
+    original = inversion.phase_batch
+    monkeypatch.setattr(inversion, "phase_batch", lambda ms, *a, **k: sizes.append(len(ms)) or original(ms, *a, **k))
+    model = load_model("cdinn2d-fast")
+    small = {s: (simulate_pattern(faceted_crystal((32, 32), oversampling=3.0, phase_range=1.0, seed=s), photons=1e8,
+                                  seed=s).numpy(), None) for s in range(3)}
+    results = dict(invert_many(small, model, "ER**2", retry=True, shared_grid=True, seed=4))
+    assert sizes == [3]  # two ER iterations leave every pattern above its floor: all three retried at once
+    for name, r in results.items():
+        (attempt,) = r.provenance["retries"]
+        assert attempt["attempt"] == "cdinn phase default, seed 4"
+        refined = r.provenance["stages"][-2]["chi2"]
+        assert r.chi2 == pytest.approx(min(refined, attempt["chi2"]))
+        # the batched attempt is cdinn phase's default from that seed, in the batch's arithmetic
+        alone = phase_retrieval(small[name][0], seed=4, progress=False)
+        assert attempt["chi2"] == pytest.approx(alone.chi2, rel=0.5)

@@ -30,7 +30,7 @@ from cdinn.physics.support import grow_support
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
-from cdinn.retrieval.engine import patterns_per_batch, phase_retrieval
+from cdinn.retrieval.engine import patterns_per_batch, phase_batch, phase_retrieval
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, RecipeError, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
@@ -348,25 +348,54 @@ def retry_steps(measurement: Measurement, raw: torch.Tensor, transform: GridTran
     """:func:`retry_until_converged` one attempt at a time: yields the best ``(object, support,
     chi2, history)`` after each attempt, and stops once it is within the floor or
     :data:`RETRIES` are spent. Each attempt is appended to ``attempts`` and ``stages``."""
+    for bests in retry_batches([measurement], raw.unsqueeze(0), [transform], threshold, seed, [floor], [best], [attempts],
+                               [stages]):
+        yield bests[0]
+
+
+def retry_batches(measurements: Sequence[Measurement], raw: torch.Tensor, transforms: Sequence[GridTransform],
+                  threshold: float, seed: int, floors: Sequence[float | None],
+                  bests: list[tuple[torch.Tensor, torch.Tensor, float, np.ndarray]], attempts: Sequence[list[dict]],
+                  stages: Sequence[list[dict]]) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, float, np.ndarray]]]:
+    """:data:`RETRIES` for patterns of one shape: each attempt runs once for all the patterns
+    whose best chi² is still above :data:`CONVERGED` times their floor (a pattern without a
+    floor is never retried), as one batch when there are several (:meth:`Measurement.stacked`,
+    :func:`~cdinn.retrieval.engine.phase_batch`), as :func:`invert` runs it when there is one.
+    Updates ``bests`` in place (the lowest chi² kept) and yields it after each attempt; each
+    attempt is appended to the pattern's ``attempts`` and ``stages`` (time: its share of the batch).
+
+    ``raw`` ``(N, *out)``: the network's predictions; ``transforms``: their grid transforms.
+    """
+    pending = range(len(measurements))
     for attempt in RETRIES:
-        if best[2] <= CONVERGED * floor:
+        pending = [k for k in pending if floors[k] is not None and bests[k][2] > CONVERGED * floors[k]]
+        if not pending:
             return
         t = time.perf_counter()
+        group = [measurements[k] for k in pending]
+        measurement = group[0] if len(group) == 1 else Measurement.stacked(group)
         if "phase_seed" in attempt:
-            done = phase_retrieval(measurement, DEFAULT_RECIPE, seed=seed + attempt["phase_seed"], progress=False)
-            found = (torch.from_numpy(done.object), torch.from_numpy(done.support), done.chi2, done.history["chi2"][:, 0])
-            label = f"cdinn phase default, seed {seed + attempt['phase_seed']}"
+            start = seed + attempt["phase_seed"]
+            done = ([phase_retrieval(group[0], DEFAULT_RECIPE, seed=start, progress=False)] if len(group) == 1
+                    else phase_batch(group, DEFAULT_RECIPE, [start] * len(group)))
+            found = [(torch.from_numpy(d.object), torch.from_numpy(d.support), d.chi2, d.history["chi2"][:, 0]) for d in done]
+            label = f"cdinn phase default, seed {start}"
         else:
-            start = to_measured_grid(raw, transform, threshold, attempt["dilation"])
-            retried = run(State.from_object(measurement, *start), parse_recipe(attempt["recipe"]))
-            found = (retried.objects()[0], retried.supports()[0], float(retried.chi2()[0]), retried.chi2_history()[:, 0])
+            grids = [to_measured_grid(raw[k], transforms[k], threshold, attempt["dilation"]) for k in pending]
+            retried = run(State.from_object(measurement, torch.stack([o for o, _ in grids]), torch.stack([m for _, m in grids])),
+                          parse_recipe(attempt["recipe"]))
+            objects, supports, chi2, history = retried.objects(), retried.supports(), retried.chi2().tolist(), retried.chi2_history()
+            found = [(objects[j], supports[j], chi2[j], history[:, j]) for j in range(len(pending))]
             label = f"{attempt['recipe']}, support grown by {attempt['dilation']}"
-        seconds = time.perf_counter() - t
-        attempts.append({"attempt": label, "chi2": found[2], "kept": found[2] < best[2], "seconds": seconds})
-        stages.append({"stage": f"retry: {label}", "chi2": found[2], "seconds": seconds})
-        if found[2] < best[2]:
-            best = (found[0].to(measurement.device), found[1].to(measurement.device), found[2], found[3])
-        yield best
+        seconds = (time.perf_counter() - t) / len(pending)
+        for k, (obj, support, chi2_k, history_k) in zip(pending, found):
+            kept = chi2_k < bests[k][2]
+            attempts[k].append({"attempt": label, "chi2": chi2_k, "kept": kept, "seconds": seconds})
+            stages[k].append({"stage": f"retry: {label}", "chi2": chi2_k, "seconds": seconds})
+            if kept:
+                device = measurements[k].device
+                bests[k] = (obj.to(device), support.to(device), chi2_k, history_k)
+        yield bests
 
 
 def needs_retry(result: Result) -> bool:
@@ -600,21 +629,23 @@ def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: 
     objects, supports, chi2, history = state.objects(), state.supports(), state.chi2().tolist(), state.chi2_history()
     floors = noise_floors(stacked.intensity, stacked.mask, ndim=stacked.ndim)
     retrying = recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry
+    stages = [[{"stage": st["stage"], "chi2": st["chi2_each"][k],
+                "seconds": st["seconds"] if st["stage"] == "network" else st["seconds"] / len(kept)}
+               for st in state.stages] for k in range(len(kept))]
+    bests = [(objects[k], supports[k], chi2[k], history[:, k]) for k in range(len(kept))]
+    attempts: list[list[dict]] = [[] for _ in kept]
+    if retrying:  # the patterns still above their floor retried together, attempt by attempt
+        for _ in retry_batches(measurements, raw[kept], [transforms[i] for i in kept], threshold, seed, floors, bests,
+                               attempts, stages):
+            pass
     for k, i in enumerate(kept):
-        stages = [{"stage": st["stage"], "chi2": st["chi2_each"][k],
-                   "seconds": st["seconds"] if st["stage"] == "network" else st["seconds"] / len(kept)}
-                  for st in state.stages]
-        best = (objects[k], supports[k], chi2[k], history[:, k])
-        attempts: list[dict] = []
         timings = {"predict_s": predict_s, "postprocess_s": postprocess_s, "refine_s": refine_s}
         if retrying and floors[k] is not None:
-            best = retry_until_converged(measurements[k], raw[i], transforms[i], threshold, seed, floors[k], best, attempts,
-                                         stages)
-            timings["retry_s"] = sum(a["seconds"] for a in attempts)
+            timings["retry_s"] = sum(a["seconds"] for a in attempts[k])
         timings["total_s"] = predict_s + postprocess_s + refine_s + timings.get("retry_s", 0.0)
-        provenance = {"refine": recipe, "stages": stages, "retries": attempts,
-                      "prediction_is_twin_of_refined": is_twin(nn_objects[k], best[0]), "dilation": dilation}
-        out[i] = _result(model, measurements[k], transforms[i], best, nn_objects[k], floors[k], provenance, threshold,
+        provenance = {"refine": recipe, "stages": stages[k], "retries": attempts[k],
+                      "prediction_is_twin_of_refined": is_twin(nn_objects[k], bests[k][0]), "dilation": dilation}
+        out[i] = _result(model, measurements[k], transforms[i], bests[k], nn_objects[k], floors[k], provenance, threshold,
                          precision, timings)
     return out
 

@@ -255,21 +255,31 @@ def phase_stack(
                                   seed=seed + i, progress=False)
         return
     for lo in range(0, len(stack), batch):
-        t = time.perf_counter()
         check_memory(voxels, min(batch, len(stack) - lo), 1, dev)
         measurements = [Measurement(stack[i], mask[i] if per_pattern else mask, dev)
                         for i in range(lo, min(lo + batch, len(stack)))]
-        starts = [_starts(m, 1, seed + lo + k, support) for k, m in enumerate(measurements)]
-        state = State.from_object(Measurement.stacked(measurements), torch.cat([x for x, _ in starts]),
-                                  torch.cat([sup for _, sup in starts]))
-        run(state, steps)
-        objects, supports, chi2, history = state.objects(), state.supports(), state.chi2(), state.chi2_history()
-        _sync(dev)
-        share = (time.perf_counter() - t) / len(measurements)
-        for k, m in enumerate(measurements):
-            yield _result(m, recipe, steps, objects[k:k + 1], supports[k:k + 1], chi2[k:k + 1], history[:, k:k + 1],
-                          starts=1, until_converged=False, average_best=1, seed=seed + lo + k, initial=False,
-                          seconds=(share, share))
+        yield from phase_batch(measurements, recipe, [seed + lo + k for k in range(len(measurements))], support)
+
+
+def phase_batch(measurements: Sequence[Measurement], recipe: str | Sequence[Step], seeds: Sequence[int],
+                support: np.ndarray | torch.Tensor | None = None) -> list[Result]:
+    """Phase retrieval of patterns of one shape, one random start each (pattern ``k`` from
+    ``seeds[k]``), iterating as one state (:meth:`Measurement.stacked`: every operator runs
+    once on the batch); the :class:`Result` of each, as ``phase_retrieval(seed=seeds[k])``
+    gives it in the same arithmetic (the torch operations; on a CPU the single pattern takes
+    the fused loops instead)."""
+    steps = parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
+    t = time.perf_counter()
+    starts = [_starts(m, 1, s, support) for m, s in zip(measurements, seeds)]
+    state = State.from_object(Measurement.stacked(measurements), torch.cat([x for x, _ in starts]),
+                              torch.cat([sup for _, sup in starts]))
+    run(state, steps)
+    objects, supports, chi2, history = state.objects(), state.supports(), state.chi2(), state.chi2_history()
+    _sync(state.measurement.device)
+    share = (time.perf_counter() - t) / len(measurements)
+    return [_result(m, recipe, steps, objects[k:k + 1], supports[k:k + 1], chi2[k:k + 1], history[:, k:k + 1],
+                    starts=1, until_converged=False, average_best=1, seed=seeds[k], initial=False, seconds=(share, share))
+            for k, m in enumerate(measurements)]
 
 
 def _starts(measurement: Measurement, starts: int, seed: int, support: np.ndarray | torch.Tensor | None = None,

@@ -144,6 +144,12 @@ def test_a_stack_phased_in_batches_gives_each_pattern_its_own_phase_retrieval(pa
     np.testing.assert_array_equal(single[1].object, phase_retrieval(stack[1], recipe, mask=mask[1], seed=41, progress=False).object)
 
 
+def _small_patterns(size: int) -> dict:
+    """Three 2D patterns of ``size``² pixels (1e8 photons), by seed."""
+    return {s: (simulate_pattern(faceted_crystal((size, size), oversampling=3.0, phase_range=1.0, seed=s), photons=1e8,
+                                 seed=s).numpy(), None) for s in range(3)}
+
+
 def test_small_patterns_are_refined_as_one_batch_on_a_cpu_too(monkeypatch):
     """By default a CPU batches the refinement of small patterns only (per-call overhead is
     most of their iteration), a GPU always; an explicit choice wins."""
@@ -155,9 +161,7 @@ def test_small_patterns_are_refined_as_one_batch_on_a_cpu_too(monkeypatch):
     calls = []
     original = inversion.refine_batch
     monkeypatch.setattr(inversion, "refine_batch", lambda pats, *a, **k: calls.append(len(pats)) or original(pats, *a, **k))
-    model = load_model("cdinn2d-fast")
-    small = {s: (simulate_pattern(faceted_crystal((64, 64), oversampling=3.0, phase_range=1.0, seed=s), photons=1e8,
-                                  seed=s).numpy(), None) for s in range(3)}
+    model, small = load_model("cdinn2d-fast"), _small_patterns(64)
     results = dict(invert_many(small, model, "ER**5", retry=False, shared_grid=True))  # one grid: one batch
     assert calls == [3] and all(r.chi2 < 0.05 for r in results.values())
     dict(invert_many(small, model, "ER**5", retry=False, shared_grid=True, batch_refine=False))
@@ -174,9 +178,7 @@ def test_the_retries_of_a_batch_run_as_one_batch(monkeypatch):
     sizes = []
     original = inversion.phase_batch
     monkeypatch.setattr(inversion, "phase_batch", lambda ms, *a, **k: sizes.append(len(ms)) or original(ms, *a, **k))
-    model = load_model("cdinn2d-fast")
-    small = {s: (simulate_pattern(faceted_crystal((32, 32), oversampling=3.0, phase_range=1.0, seed=s), photons=1e8,
-                                  seed=s).numpy(), None) for s in range(3)}
+    model, small = load_model("cdinn2d-fast"), _small_patterns(32)
     results = dict(invert_many(small, model, "ER**2", retry=True, shared_grid=True, seed=4))
     assert sizes == [3]  # two ER iterations leave every pattern above its floor: all three retried at once
     for name, r in results.items():

@@ -178,6 +178,22 @@ def wall_time(cmd: Sequence[str]) -> float:
     return time.perf_counter() - t0
 
 
+def wall_time_and_peak(cmd: Sequence[str]) -> tuple[float, float]:
+    """Seconds a whole process takes and its peak resident memory in MiB (its own
+    ``ru_maxrss``; output discarded; a failure raises)."""
+    import os
+    import subprocess
+
+    t0 = time.perf_counter()
+    child = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - t0
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, list(cmd))
+    return seconds, usage.ru_maxrss / 1024
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

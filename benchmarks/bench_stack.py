@@ -56,7 +56,7 @@ def main(quick: bool) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (16, big):
             np.save(Path(tmp) / f"stack{n}.npy", np.stack([base[i % len(base)] for i in range(n)]))
-        for _ in range(2):  # rounds: each model and size once per round, the best of the rounds kept
+        for _ in range(4):  # rounds: each model and size once per round, the best of the rounds kept
             for name in names:
                 for n in (16, big):
                     cmd = [sys.executable, "-m", "cdinn.cli.main", "invert", str(Path(tmp) / f"stack{n}.npy"), "--stack",
@@ -82,7 +82,7 @@ def main(quick: bool) -> str:
         alone = _alone(name, base)
         rows.append([f"`{name}`", f"{times[name, 16]:.2f} s", f"{times[name, big]:.2f} s", f"**{rate:.0f}**",
                      "met" if rate >= 2000 else "missed", f"{alone:.0f}", f"{peaks[name, 16]:.0f} / {peaks[name, big]:.0f}"])
-    notes.append("Whole processes, best of 2 interleaved rounds; the 16-pattern run measures start-up and model loading. "
+    notes.append("Whole processes, best of 4 interleaved rounds; the 16-pattern run measures start-up and model loading. "
                  f"Throughput = ({big} − 16) / (t{big} − t16) in patterns/s (target ≥ 2,000). Network alone: the "
                  "model's own prediction in process on a batch of 256 (best of 3); the rest of a stack's time is "
                  "reading, the oversampling estimate, support cleaning, chi², the counting-noise floor and writing "

@@ -155,9 +155,10 @@ def test_small_patterns_are_refined_as_one_batch_on_a_cpu_too(monkeypatch):
     most of their iteration), a GPU always; an explicit choice wins."""
     from cdinn.pipeline import inversion
 
-    assert inversion.refines_as_batch((64, 64), "cpu") and inversion.refines_as_batch((32, 32), "cpu")
-    assert not inversion.refines_as_batch((128, 128), "cpu") and not inversion.refines_as_batch((64, 64, 64), "cpu")
-    assert inversion.refines_as_batch((64, 64, 64), "cuda")
+    from cdinn.retrieval.engine import batch_pays
+
+    assert batch_pays(64 * 64, "cpu") and batch_pays(256 * 256, "cpu")
+    assert not batch_pays(64**3, "cpu") and batch_pays(64**3, "cuda")
     calls = []
     original = inversion.refine_batch
     monkeypatch.setattr(inversion, "refine_batch", lambda pats, *a, **k: calls.append(len(pats)) or original(pats, *a, **k))
@@ -189,3 +190,18 @@ def test_the_retries_of_a_batch_run_as_one_batch(monkeypatch):
         # the batched attempt is cdinn phase's default from that seed, in the batch's arithmetic
         alone = phase_retrieval(small[name][0], seed=4, progress=False)
         assert attempt["chi2"] == pytest.approx(alone.chi2, rel=0.5)
+
+
+def test_a_cpu_batch_of_small_patterns_phases_each_as_alone():
+    """On a CPU the fused loops serve a stacked measurement item by item: a batch of small
+    patterns (the default for them) gives each pattern, bit for bit, ``phase_retrieval``'s
+    result from the same seed."""
+    from cdinn.retrieval import phase_retrieval
+    from cdinn.retrieval.engine import phase_stack
+
+    stack = np.stack([p for p, _ in _small_patterns(32).values()])
+    recipe = "(SUP * ER**5 * HIO**15)**2"
+    batched = list(phase_stack(stack, recipe, seed=5))
+    for i, result in enumerate(batched):
+        alone = phase_retrieval(stack[i], recipe, seed=5 + i, progress=False)
+        assert np.array_equal(result.object, alone.object) and result.chi2 == alone.chi2

@@ -107,7 +107,7 @@ def test_a_support_shared_by_the_batch(monkeypatch, crystal2d):
 
 def _loops_in_a_child(x, amplitude, p, outside):
     # only the fused loops here: torch's own thread pool does not survive a fork either
-    kernels.modulus_(x, amplitude, None, None, 1.0)
+    kernels.modulus_(x, amplitude, None, None, torch.tensor(1.0, dtype=torch.float64))
     kernels.relax_(x, p, outside, 1.0, -1.9)
 
 
@@ -116,7 +116,7 @@ def test_a_forked_child_runs_the_loops_after_the_parent_did():
     # GNU OpenMP's pool does not survive a fork: with the parent's thread count the child hung
     x = torch.randn(1, 32, 32, 32, dtype=torch.complex64)
     amplitude, p, outside = torch.ones(32, 32, 32), x.clone(), torch.ones(1, 32, 32, 32)
-    kernels.modulus_(x, amplitude, None, None, 1.0)
+    kernels.modulus_(x, amplitude, None, None, torch.tensor(1.0, dtype=torch.float64))
     child = multiprocessing.get_context("fork").Process(target=_loops_in_a_child, args=(x, amplitude, p, outside))
     child.start()
     child.join(timeout=60)
@@ -131,3 +131,26 @@ def test_only_contiguous_complex64_cpu_tensors_take_the_kernels():
     assert not kernels.applies(x.to(torch.complex128))
     assert not kernels.applies(x.transpose(1, 2))
     assert not kernels.applies(x, torch.zeros(2, 8, 8).transpose(1, 2))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_stacked_projector_takes_the_fused_loops_item_by_item(masked):
+    """N patterns iterated together (one amplitude, mask and norm per item) through the fused
+    loops: each item's projection and chi² are bit for bit those of its pattern alone."""
+    gen = torch.Generator().manual_seed(11)
+    shape = (3, 24, 20)
+    amplitude = torch.rand(shape, generator=gen) * 5
+    measured = torch.rand(shape, generator=gen) > 0.1 if masked else None
+    stacked = FourierProjector(amplitude, measured, ndim=2)
+    x = torch.randn(shape, dtype=torch.complex64, generator=gen)
+    assert kernels.applies(x)
+    projected, chi2 = stacked(x.clone())
+    for i in range(shape[0]):
+        alone = FourierProjector(amplitude[i], None if measured is None else measured[i])
+        p, c = alone(x[i:i + 1].clone())
+        assert torch.equal(projected[i], p[0]) and torch.equal(chi2[i], c[0])
+    with pytest.MonkeyPatch.context() as m:  # and the same numbers as the torch operations, within rounding
+        _torch_path(m)
+        plain, plain_chi2 = stacked(x.clone())
+    assert torch.allclose(projected, plain, atol=1e-5 * float(plain.abs().max()))
+    assert torch.allclose(chi2, plain_chi2, rtol=1e-4)

@@ -30,7 +30,7 @@ from cdinn.physics.support import grow_support
 from cdinn.pipeline.network_refine import fine_tune
 from cdinn.pipeline.postprocess import clean_prediction
 from cdinn.pipeline.sampling import GridTransform, check_dimensionality, mask_to_model_grid, to_input_grid, to_model_grid
-from cdinn.retrieval.engine import patterns_per_batch, phase_batch, phase_retrieval
+from cdinn.retrieval.engine import batch_pays, patterns_per_batch, phase_batch, phase_retrieval
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, RecipeError, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
@@ -438,23 +438,6 @@ def later_retries(pattern: np.ndarray | torch.Tensor, mask: np.ndarray | None, m
                      history={"chi2": np.asarray(best[3])}, provenance=provenance, extras=first.extras)
 
 
-CPU_BATCH_REFINE_VOXELS = 2**13
-"""Patterns of at most this many pixels are refined as one batch on a CPU too. A small
-pattern's iteration is mostly per-call overhead, which a batch shares; a larger one's is
-arithmetic, which the fused single-pattern loops do faster than the batched torch operations.
-Measured on 2 cores, default refinement, patterns/s single vs batched: 32² 48-53 vs 136-161,
-64² 48-52 vs 62-70 (30-35 vs 89-90 on a stack at oversampling 6), 96² 27-29 vs 27-28 (even),
-128² 25-26 vs 17-18, 256² 9-10 vs 5-6."""
-
-
-def refines_as_batch(shape: Sequence[int], device: str | torch.device) -> bool:
-    """Whether :func:`invert_many` refines the patterns of a network call as one batch by
-    default: on a GPU, where a batch costs little more than one pattern; on a CPU for patterns
-    of at most :data:`CPU_BATCH_REFINE_VOXELS` pixels (larger ones run one at a time, as
-    random starts do)."""
-    return torch.device(device).type == "cuda" or int(np.prod(shape)) <= CPU_BATCH_REFINE_VOXELS
-
-
 CPU_BATCH_VOXELS = 2**19
 """Input voxels per network call on a CPU: bigger batches leave the cache. Measured on 2 cores
 (patterns per second or ms per pattern, bf16 / fp32): the 64³ AutoPhaseNN 28 / 48 ms at 2 per
@@ -519,8 +502,8 @@ def invert_many(
     patterns : name -> (intensity, mask or None)
     model, refine, binning, threshold, dilation, device, seed, progress, precision, retry : as for :func:`invert`
     batch_refine : refine each network call's patterns as one batch; ``None`` (default): where
-        that pays (:func:`refines_as_batch`), and never for TL or DIP, which tune the network
-        per pattern
+        that pays (:func:`cdinn.retrieval.engine.batch_pays`), and never for TL or DIP, which
+        tune the network per pattern
     shared_grid : the patterns of a network call share one oversampling estimate, made on
         their sum (:func:`predict`'s ``shared``; for the frames of one stack). By default each
         pattern has its own, and its result does not depend on the other patterns given.
@@ -556,7 +539,7 @@ def invert_many(
                 predictions.update({n: exc for n in names})
                 continue
             share = (time.perf_counter() - t) / len(names)  # each pattern's share of its batch
-            batched = not per_pattern_operators and (refines_as_batch(batch.shape[1:], device) if batch_refine is None
+            batched = not per_pattern_operators and (batch_pays(int(np.prod(batch.shape[1:])), device) if batch_refine is None
                                                       else batch_refine)
             if not network_only and not batched:
                 predictions.update({n: (raw[i], transforms[i], share) for i, n in enumerate(names)})

@@ -78,24 +78,31 @@ static int take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t nbytes,
 }
 
 /* modulus(field, amplitude, weight, free, chi2, norm2, batch, n, threads)
- * field (batch, n) complex64, rescaled in place by A/|F| (+ free); amplitude, weight, free (n)
- * float32 (weight and free None when every pixel was measured); chi2 (batch) float32 gets, per
- * batch item, the closed form of cdinn.physics.metrics.chi2_from_sums from sum(|F| A),
- * sum(w |F|^2) and norm2 = sum(A^2) (in double; tests hold the two equal). */
+ * field (batch, n) complex64, rescaled in place by A/|F| (+ free); amplitude, weight, free
+ * float32, (n) shared by the batch or (batch, n) one per item (N patterns iterated together;
+ * weight and free None when every pixel was measured); norm2 float64 sum(A^2), (1) shared or
+ * (batch); chi2 (batch) float32 gets, per batch item, the closed form of
+ * cdinn.physics.metrics.chi2_from_sums from sum(|F| A), sum(w |F|^2) and norm2 (in double;
+ * tests hold the two equal). Each item is computed as it would be alone. */
 static PyObject *modulus(PyObject *self, PyObject *args)
 {
-    PyObject *o_field, *o_amp, *o_weight, *o_free, *o_chi2;
-    double norm2;
+    PyObject *o_field, *o_amp, *o_weight, *o_free, *o_chi2, *o_norm2;
     Py_ssize_t batch, n;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOdnni", &o_field, &o_amp, &o_weight, &o_free, &o_chi2, &norm2, &batch, &n, &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOOnni", &o_field, &o_amp, &o_weight, &o_free, &o_chi2, &o_norm2, &batch, &n, &threads))
         return NULL;
     int masked = o_weight != Py_None;
-    Py_buffer bufs[5];
-    struct { PyObject *obj; int writable; Py_ssize_t nbytes; const char *name; } want[5] = {
-        {o_field, 1, batch * n * 8, "field"}, {o_amp, 0, n * 4, "amplitude"}, {o_chi2, 1, batch * 4, "chi2"},
-        {o_weight, 0, n * 4, "weight"}, {o_free, 0, n * 4, "free"}};
-    int held = 0, count = masked ? 5 : 3;
+    Py_buffer probe;
+    if (PyObject_GetBuffer(o_amp, &probe, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    int per_item = batch > 1 && probe.len == batch * n * 4;
+    PyBuffer_Release(&probe);
+    Py_ssize_t items = per_item ? batch : 1;
+    Py_buffer bufs[6];
+    struct { PyObject *obj; int writable; Py_ssize_t nbytes; const char *name; } want[6] = {
+        {o_field, 1, batch * n * 8, "field"}, {o_amp, 0, items * n * 4, "amplitude"}, {o_chi2, 1, batch * 4, "chi2"},
+        {o_norm2, 0, items * 8, "norm2"}, {o_weight, 0, items * n * 4, "weight"}, {o_free, 0, items * n * 4, "free"}};
+    int held = 0, count = masked ? 6 : 4;
     for (; held < count; held++)
         if (take(want[held].obj, &bufs[held], want[held].writable, want[held].nbytes, want[held].name) < 0)
             break;
@@ -105,13 +112,17 @@ static PyObject *modulus(PyObject *self, PyObject *args)
         return NULL;
     }
     float *field = (float *)bufs[0].buf;
-    const float *a = (const float *)bufs[1].buf;
+    const float *amp = (const float *)bufs[1].buf;
     float *chi2 = (float *)bufs[2].buf;
-    const float *w = masked ? (const float *)bufs[3].buf : NULL;
-    const float *fr = masked ? (const float *)bufs[4].buf : NULL;
+    const double *norms = (const double *)bufs[3].buf;
+    const float *weight = masked ? (const float *)bufs[4].buf : NULL;
+    const float *free_ = masked ? (const float *)bufs[5].buf : NULL;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t b = 0; b < batch; b++) {
         float *f = field + 2 * b * n;
+        Py_ssize_t at = per_item ? b * n : 0;
+        const float *a = amp + at, *w = masked ? weight + at : NULL, *fr = masked ? free_ + at : NULL;
+        double norm2 = norms[per_item ? b : 0];
         double overlap = 0.0, power = 0.0;
 #pragma omp parallel num_threads(threads) reduction(+ : overlap, power)
         {

@@ -52,32 +52,34 @@ def applies(*tensors: torch.Tensor) -> bool:
 
 
 def modulus_(field: torch.Tensor, amplitude: torch.Tensor, weight: torch.Tensor | None,
-             free: torch.Tensor | None, norm2: float) -> torch.Tensor:
+             free: torch.Tensor | None, norm2: torch.Tensor) -> torch.Tensor:
     """Give ``field`` the measured modulus in place; return chi² per start.
 
     Parameters
     ----------
     field : complex64 ``(B, *spatial)``, contiguous, CPU
         Far fields (FFT-native layout), rescaled in place by ``A / |F|`` (plus ``free``).
-    amplitude : float32 ``(*spatial)``
+    amplitude : float32 ``(*spatial)``, or ``(B, *spatial)``: one pattern per item (a stacked
+        measurement)
         Measured amplitude, zero where unmeasured.
-    weight, free : float32 ``(*spatial)`` or None
+    weight, free : float32, the shape of ``amplitude``, or None
         1 where measured / 1 where not (both None when every pixel was measured): an
         unmeasured pixel keeps its far-field value.
-    norm2 : float
-        ``sum(A²)`` over the measured pixels.
+    norm2 : float64 ``()`` or ``(B,)``
+        ``sum(A²)`` over the measured pixels, per pattern.
 
     Returns
     -------
     torch.Tensor
         float32 ``(B,)``: the chi² of each start before the projection, the closed form of
         :func:`cdinn.physics.metrics.chi2_from_sums` evaluated in the loop (as torch
-        operations those few scalar steps cost 0.1 ms, 7 % of a 64³ iteration).
+        operations those few scalar steps cost 0.1 ms, 7 % of a 64³ iteration). Each item is
+        computed as it would be alone, so a batch of patterns gives each pattern's own numbers.
     """
-    batch, n = field.shape[0], amplitude.numel()
+    batch, n = field.shape[0], field[0].numel()
     chi2 = np.empty(batch, dtype=np.float32)
     _fused.modulus(field.numpy(), amplitude.numpy(), None if weight is None else weight.numpy(),
-                   None if free is None else free.numpy(), chi2, norm2, batch, n, _threads())
+                   None if free is None else free.numpy(), chi2, norm2.reshape(-1).numpy(), batch, n, _threads())
     return torch.from_numpy(chi2)
 
 

@@ -58,8 +58,6 @@ class FourierProjector:
     def __init__(self, amplitude: torch.Tensor, measured: torch.Tensor | None = None, ndim: int | None = None):
         self.ndim = amplitude.ndim if ndim is None else ndim
         self.dims = tuple(range(-self.ndim, 0))
-        # N patterns: the compiled loops take one shared amplitude, so these take the torch path
-        self.stacked = amplitude.ndim > self.ndim
         if measured is None or bool(measured.all()):
             self.weight = None
             self.free = None
@@ -70,7 +68,6 @@ class FourierProjector:
             self.amplitude = amplitude * self.weight
         self.amplitude = self.amplitude.contiguous()
         self.norm2 = self.amplitude.square().sum(dim=self.dims, dtype=torch.float64)  # per pattern
-        self._norm2 = None if self.stacked else float(self.norm2)
         self._buffers: dict[str, torch.Tensor] = {}
 
     def _buffer(self, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -100,11 +97,11 @@ class FourierProjector:
         """The far field of ``psi`` given the measured modulus, and chi² per start: one fused pass
         between the FFTs (:mod:`cdinn.retrieval.kernels`, CPU)."""
         field = torch.fft.fftn(psi, dim=self.dims, norm="ortho")
-        return field, kernels.modulus_(field, self.amplitude, self.weight, self.free, self._norm2)
+        return field, kernels.modulus_(field, self.amplitude, self.weight, self.free, self.norm2)
 
     def __call__(self, psi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``P_M(psi)`` and the chi² of ``psi`` against the measurement (per start)."""
-        if not self.stacked and kernels.applies(psi):
+        if kernels.applies(psi):
             field, chi2 = self._fused(psi)
             return torch.fft.ifftn(field, dim=self.dims, norm="ortho"), chi2
         field, factor, chi2 = self._measure(psi)
@@ -115,7 +112,7 @@ class FourierProjector:
 
     def chi2(self, psi: torch.Tensor) -> torch.Tensor:
         """chi² of ``psi`` against the measurement (no inverse transform)."""
-        return self._fused(psi)[1] if not self.stacked and kernels.applies(psi) else self._measure(psi)[2]
+        return self._fused(psi)[1] if kernels.applies(psi) else self._measure(psi)[2]
 
 
 def support_projection(psi: torch.Tensor, support: Support, out: torch.Tensor | None = None) -> torch.Tensor:

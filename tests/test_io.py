@@ -191,6 +191,12 @@ def test_stack_writer_leaves_nothing_when_the_stack_fails(tmp_path):
                 writer.add(r)
             writer.close(1.0)
     assert os.listdir(tmp_path) == []
+    odd = Result(np.zeros((8, 7), np.complex64), np.zeros((8, 7), bool), 0.1)
+    with pytest.raises(ValueError, match=r"frame 1 has shape \(8, 7\)"):
+        with StackWriter(tmp_path / "s.h5", 600) as writer:
+            writer.add(frames[0])
+            writer.add(odd)
+    assert os.listdir(tmp_path) == []
     with StackWriter(tmp_path / "s.h5", 600) as writer:
         for r in frames:
             writer.add(r)

@@ -83,7 +83,9 @@ class StackWriter:
         self._atomic = atomic_path(self.path) if self.streamed else None
         self._tmp = self._atomic.__enter__() if self._atomic is not None else None
         self._file: h5py.File | None = None
+        self._datasets: tuple[h5py.Dataset, h5py.Dataset] | None = None
         self._arrays: tuple[Any, Any] | None = None
+        self._shape: tuple[int, ...] | None = None
         self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []
         self._jobs: list[Future] = []
         self._pool = ThreadPoolExecutor(1) if self.streamed else None
@@ -102,6 +104,8 @@ class StackWriter:
         if i == 0:
             self.provenance = {k: v for k, v in result.provenance.items() if k not in PER_PATTERN}
             self._open(result.object.shape)
+        if result.object.shape != self._shape or result.support.shape != self._shape:
+            raise ValueError(f"frame {i} has shape {result.object.shape}; the stack's frames are {self._shape}")
         floor = result.provenance.get("chi2_noise_floor")
         self.chi2[i], self.floors[i] = result.chi2, np.nan if floor is None else floor
         self.seeds.append(result.provenance.get("seed"))
@@ -156,7 +160,7 @@ class StackWriter:
                 atomic.__exit__(_Discarded, _Discarded(), None)
 
     def _open(self, shape: tuple[int, ...]) -> None:
-        full = (self.count, *shape)
+        self._shape, full = shape, (self.count, *shape)
         if self._pool is None:
             self._arrays = (np.empty(full, np.complex64), np.empty(full, bool))
             return

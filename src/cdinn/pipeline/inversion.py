@@ -373,7 +373,6 @@ def retry_batches(measurements: Sequence[Measurement], raw: torch.Tensor, transf
             return
         t = time.perf_counter()
         group = [measurements[k] for k in pending]
-        measurement = group[0] if len(group) == 1 else Measurement.stacked(group)
         if "phase_seed" in attempt:
             start = seed + attempt["phase_seed"]
             done = ([phase_retrieval(group[0], DEFAULT_RECIPE, seed=start, progress=False)] if len(group) == 1
@@ -382,6 +381,7 @@ def retry_batches(measurements: Sequence[Measurement], raw: torch.Tensor, transf
             label = f"cdinn phase default, seed {start}"
         else:
             grids = [to_measured_grid(raw[k], transforms[k], threshold, attempt["dilation"]) for k in pending]
+            measurement = group[0] if len(group) == 1 else Measurement.stacked(group)
             retried = run(State.from_object(measurement, torch.stack([o for o, _ in grids]), torch.stack([m for _, m in grids])),
                           parse_recipe(attempt["recipe"]))
             objects, supports, chi2, history = retried.objects(), retried.supports(), retried.chi2().tolist(), retried.chi2_history()
@@ -519,7 +519,7 @@ def invert_many(
     recipe = refinement_recipe(refine)
     network_only = not recipe
     steps = parse_recipe(recipe) if recipe else []
-    per_pattern_operators = network_only or any(s.name in ("TL", "DIP") for s in steps)
+    tunes_network = any(s.name in ("TL", "DIP") for s in steps)
     groups: dict[tuple[int, ...], list[Hashable]] = defaultdict(list)
     for name, (pattern, _) in patterns.items():
         groups[tuple(np.shape(pattern))].append(name)
@@ -539,8 +539,8 @@ def invert_many(
                 predictions.update({n: exc for n in names})
                 continue
             share = (time.perf_counter() - t) / len(names)  # each pattern's share of its batch
-            batched = not per_pattern_operators and (batch_pays(int(np.prod(batch.shape[1:])), device) if batch_refine is None
-                                                      else batch_refine)
+            batched = not network_only and not tunes_network and (
+                batch_pays(int(np.prod(batch.shape[1:])), device) if batch_refine is None else batch_refine)
             if not network_only and not batched:
                 predictions.update({n: (raw[i], transforms[i], share) for i, n in enumerate(names)})
                 continue

@@ -200,8 +200,10 @@ def test_a_cpu_batch_of_small_patterns_phases_each_as_alone():
     from cdinn.retrieval.engine import phase_stack
 
     stack = np.stack([p for p, _ in _small_patterns(32).values()])
+    masks = np.zeros(stack.shape, dtype=bool)
+    masks[1, 14:17, :] = True  # a gap on one pattern: its own free pixels in the batch
     recipe = "(SUP * ER**5 * HIO**15)**2"
-    batched = list(phase_stack(stack, recipe, seed=5))
+    batched = list(phase_stack(stack, recipe, masks, seed=5))
     for i, result in enumerate(batched):
-        alone = phase_retrieval(stack[i], recipe, seed=5 + i, progress=False)
+        alone = phase_retrieval(stack[i], recipe, mask=masks[i], seed=5 + i, progress=False)
         assert np.array_equal(result.object, alone.object) and result.chi2 == alone.chi2

@@ -118,6 +118,12 @@ would alone (the same results). Measured on 2 cores, default recipe, batch of N 
 a time: 8 × 64² 4.6-4.8×, 8 × 128² 2.0-2.7×, 4 × 256² 1.4-1.6×, 4 × 64³ 0.96-1.14×."""
 
 
+CPU_BATCH_PATTERNS = 64
+"""Most patterns of a stack iterated together on a CPU: the overhead is shared by then (256
+64² patterns of the stack benchmark: 60 patterns/s in batches of 64 or 256, 56 in batches of
+16, 38 in batches of 8), and results reach the file and the progress bar batch by batch."""
+
+
 def batch_pays(voxels: int, device: torch.device | str) -> bool:
     """Whether patterns (or starts) of ``voxels`` voxels iterate as one batch by default: on a
     GPU, where a batch costs little more than one; on a CPU up to :data:`CPU_BATCH_VOXELS`."""
@@ -255,7 +261,8 @@ def phase_stack(
     differently in a batch); the patterns of a batch iterate as one state
     (:meth:`Measurement.stacked`: every operator runs once on the batch). ``batch``: patterns
     per state; default all that half the free memory holds where a batch pays
-    (:func:`batch_pays`), else 1. ``mask``: shared ``(*spatial)`` or per pattern.
+    (:func:`batch_pays`; at most :data:`CPU_BATCH_PATTERNS` on a CPU), else 1. ``mask``: shared
+    ``(*spatial)`` or per pattern.
     """
     dev = resolve_device(device)
     steps = parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
@@ -264,6 +271,7 @@ def phase_stack(
     voxels = int(np.prod(np.shape(stack)[1:]))
     if batch is None:
         batch = patterns_per_batch(voxels, dev) if batch_pays(voxels, dev) else 1
+        batch = batch if dev.type == "cuda" else min(batch, CPU_BATCH_PATTERNS)
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     per_pattern = mask is not None and np.shape(mask) == np.shape(stack)

@@ -44,6 +44,29 @@ def test_several_inputs_go_to_a_directory(tmp_path, pattern_file):
     assert sorted(p.name for p in outdir.iterdir()) == ["scan7.npz", "scan8.npz"]
 
 
+def test_several_small_inputs_phase_together_as_each_would_alone(tmp_path, capsys, monkeypatch):
+    """Inputs of one small shape run as one batch: each file is the one phasing it alone gives."""
+    from cdinn.cli import phase
+    from cdinn.simulate import faceted_crystal, simulate_pattern
+
+    sizes = []
+    original = phase.phase_batch
+    monkeypatch.setattr(phase, "phase_batch", lambda ms, *a: sizes.append(len(ms)) or original(ms, *a))
+
+    files = []
+    for s, n in ((1, 40), (2, 40), (3, 40), (4, 36)):  # three of one shape, one of another
+        files.append(tmp_path / f"p{s}.npy")
+        np.save(files[-1], simulate_pattern(faceted_crystal((n, n), oversampling=3.0, seed=s), photons=1e8, seed=s).numpy())
+    options = ["--recipe", FAST, "-q", "--seed", "6"]
+    assert main(["phase", *map(str, files), "-o", str(tmp_path / "out"), *options]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4 and sizes == [3]  # the 36² input alone
+    for f in files:
+        assert main(["phase", str(f), "-o", str(tmp_path / f"{f.stem}_alone.h5"), *options]) == 0
+        together, alone = read_result(tmp_path / "out" / f"{f.stem}.h5"), read_result(tmp_path / f"{f.stem}_alone.h5")
+        assert np.array_equal(together.object, alone.object) and together.chi2 == alone.chi2
+        assert together.provenance["seed"] == 6 and together.provenance["input"] == alone.provenance["input"]
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [

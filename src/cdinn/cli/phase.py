@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from cdinn.cli import COMMANDS
@@ -18,6 +19,8 @@ from cdinn.io import (RESULT_SUFFIXES, Result, check_output, check_result_path, 
 from cdinn.io.readers import split_key
 from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, phase_stack, resolve_device
+from cdinn.retrieval.engine import CPU_BATCH_PATTERNS, batch_pays, patterns_per_batch, phase_batch
+from cdinn.retrieval.state import Measurement
 from cdinn.retrieval import recipe as recipe_module
 
 EPILOG = f"""recipe language:
@@ -116,6 +119,35 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
     return 0
 
 
+def _phase_together(args: argparse.Namespace, steps, device, support, loaded: dict) -> dict[str, Result]:
+    """Several inputs of one shape, one start each, iterated as one batch where that pays
+    (:func:`cdinn.retrieval.engine.batch_pays`: small patterns on a CPU, any on a GPU): each
+    result is the one ``phase_retrieval`` gives that input alone with the same seed. A batch
+    that fails (a support of another shape, an empty one) is left to the inputs one by one,
+    which report their own errors."""
+    if len(loaded) < 2 or args.starts != 1 or args.average != 1 or args.until_converged:
+        return {}
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for source, (intensity, _) in loaded.items():
+        groups.setdefault(intensity.shape, []).append(source)
+    done: dict[str, Result] = {}
+    for shape, sources in groups.items():
+        voxels = int(np.prod(shape))
+        if len(sources) < 2 or not batch_pays(voxels, device):
+            continue
+        size = min(patterns_per_batch(voxels, device), CPU_BATCH_PATTERNS if device.type != "cuda" else len(sources))
+        for lo in range(0, len(sources), size):
+            part = sources[lo:lo + size]
+            # a drawn seed per input (recorded), as phase_retrieval draws one per call
+            seeds = [args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()) for _ in part]
+            try:
+                results = phase_batch([Measurement(*loaded[s], device) for s in part], steps, seeds, support)
+            except InputError:
+                continue
+            done.update(zip(part, results))
+    return done
+
+
 def _starts_text(result: Result, starts: int) -> str:
     """``4 start(s)``, or ``1 of 4 starts (converged)`` when ``--until-converged`` stopped early."""
     ran = result.provenance.get("starts_run", starts)
@@ -146,13 +178,15 @@ def run(args: argparse.Namespace) -> int:
     if args.stack:
         return _phase_stack(args, steps, device, support, paths)
     failures = 0
+    loaded = {}
     if len(args.data) > 1:
         for source in args.data:  # every input checked before the first result is written
-            read_pattern(source, args.mask)
+            loaded[source] = read_pattern(source, args.mask)
+    batched = _phase_together(args, steps, device, support, loaded)
     for source, dest in zip(args.data, paths):
         try:
-            intensity, mask = read_pattern(source, args.mask)
-            result = phase_retrieval(
+            intensity, mask = loaded[source] if source in loaded else read_pattern(source, args.mask)
+            result = batched.get(source) or phase_retrieval(
                 intensity,
                 steps,
                 starts=args.starts,

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_pattern_arguments(p, seed_help="seed of the random starts")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="schedule in the recipe language (see below)")
-    p.add_argument("--starts", type=int, default=1, help="random starts, the best kept by chi² (default 1; one batch on a GPU, one after another on a CPU)")
+    p.add_argument("--starts", type=int, default=1, help="random starts, the best kept by chi² (default 1; one batch on a GPU and for small patterns on a CPU, else one after another)")
     p.add_argument("--average", type=int, default=1, metavar="K", help="average the K best starts after aligning them: those within 10 %% of the best chi² that "
                    "found the same solution (correlation >= 0.98); otherwise the best start is kept and the reason printed")
     p.add_argument("--until-converged", action="store_true",

@@ -42,7 +42,7 @@ class Measurement:
     device : torch device
 
     :meth:`stacked` joins the measurements of N patterns of one shape into one, whose state
-    iterates N objects, item ``i`` against pattern ``i`` (a stack refined in one batch on a GPU).
+    iterates N objects, item ``i`` against pattern ``i`` (a stack iterated as one batch).
     """
 
     def __init__(self, intensity: Any, mask: Any = None, device: torch.device | str = "cpu"):

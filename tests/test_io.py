@@ -229,3 +229,38 @@ def test_a_killed_writer_leaves_no_debris_after_the_next_write(tmp_path):
     with atomic_path(dest) as tmp:
         tmp.write_bytes(b"whole")
     assert dest.read_bytes() == b"whole" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_stack_is_checked_chunk_by_chunk_and_stays_mapped(tmp_path, monkeypatch):
+    """A float32 .npy stack is mapped from its file (copy-on-write), not copied, and checked a
+    few frames at a time with the messages of a whole-array check (indices over the stack)."""
+    from cdinn.io import read_stack
+    from cdinn.io import validate
+
+    monkeypatch.setattr(validate, "CHECK_BYTES", 3 * 8 * 8 * 4)  # three 8x8 frames per chunk
+    rng = np.random.default_rng(2)
+    stack = (rng.poisson(20, (11, 8, 8)) + 1).astype(np.float32)
+    path = tmp_path / "s.npy"
+    np.save(path, stack)
+    before = path.read_bytes()
+    data, _ = read_stack(path)
+    assert np.array_equal(data, stack) and not data.flags.owndata  # a view of the mapped file
+    data[0] = -1  # copy-on-write: the file does not change
+    assert path.read_bytes() == before
+    bad = stack.copy()
+    bad[[5, 9]] = 0
+    np.save(path, bad)
+    with pytest.raises(InputError, match=r"pattern\(s\) 5, 9 of the stack are all zero"):
+        read_stack(path)
+    bad = stack.copy()
+    bad[1, 0, 0], bad[7, 2, 2], bad[10, 3, 3] = np.nan, -3.0, -5.0
+    np.save(path, bad)
+    with pytest.raises(InputError, match=r"1 non-finite value"):
+        read_stack(path)
+    bad[1, 0, 0] = 1.0
+    np.save(path, bad)
+    with pytest.raises(InputError, match=r"2 negative intensity value\(s\) \(min -5\)"):
+        read_stack(path)
+    np.save(path, stack.astype(np.uint16))  # other dtypes are read and converted, as before
+    data, _ = read_stack(path)
+    assert data.dtype == np.float32 and data.flags.owndata and np.array_equal(data, stack)

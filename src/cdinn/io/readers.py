@@ -163,8 +163,15 @@ def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.nda
     The mask is one pattern's shape (shared) or the stack's (one per pattern); non-zero marks
     a pixel that was not measured. Each pattern is validated like :func:`read_pattern`'s.
     """
-    data, own_mask = read_array(spec)
-    stack = validate_intensity(data, f"{spec} (stack)", ndims=(3, 4), per_pattern=True)
+    path, key = split_key(spec)
+    if key is None and path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size:
+        data, own_mask = _mapped_npy(path), None
+    else:
+        data, own_mask = read_array(spec)
+    # a float32 .npy stays mapped from its file (copy-on-write: the file never changes), checked
+    # chunk by chunk, and read frame by frame as the stack is inverted: no copy of the whole stack
+    stack = validate_intensity(data, f"{spec} (stack)", ndims=(3, 4), per_pattern=True,
+                               copy=not isinstance(data, np.memmap))
     raw_mask = read_array(mask)[0] if mask is not None else own_mask
     if raw_mask is None:
         return stack, None
@@ -172,6 +179,15 @@ def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.nda
     if raw_mask.shape == stack.shape:
         return stack, raw_mask != 0
     return stack, validate_mask(raw_mask, stack.shape[1:], f"{mask or spec} (mask)")
+
+
+def _mapped_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file mapped copy-on-write when it holds native float32, else read."""
+    try:
+        data = np.load(path, mmap_mode="c", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return read_array(path)[0]  # the reader's own, clear error
+    return data if data.dtype == np.float32 and data.dtype.isnative else np.asarray(data)
 
 
 def read_pattern(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,13 +7,19 @@ import numpy as np
 from cdinn.errors import InputError
 
 
+CHECK_BYTES = 64 * 2**20
+"""Bytes of a stack checked at a time: a stack is never converted whole just to be checked."""
+
+
 def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int, ...] = (2, 3),
-                       per_pattern: bool = False) -> np.ndarray:
+                       per_pattern: bool = False, copy: bool = True) -> np.ndarray:
     """Return ``data`` as float32 if it is a valid measured intensity, else raise.
 
     Valid: a real numeric array with ``ndims`` axes, non-empty, finite, non-negative and not
-    all zero (with ``per_pattern``, a stack along axis 0 whose every pattern holds counts). The
-    input array is never modified.
+    all zero (with ``per_pattern``, a stack along axis 0 whose every pattern holds counts,
+    checked :data:`CHECK_BYTES` at a time). The input array is never modified: the result is
+    a float32 copy, or, with ``copy=False`` and float32 input, the array itself (for arrays
+    the caller owns, such as a file mapped copy-on-write).
 
     Raises
     ------
@@ -29,20 +35,31 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
         raise InputError(f"{source}: the pattern is empty (shape {a.shape})")
     if min(a.shape[1:] if per_pattern else a.shape) < 4:
         raise InputError(f"{source}: the pattern is too small to reconstruct (shape {a.shape})")
-    a = a.astype(np.float32, copy=True)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise InputError(f"{source}: {int(bad.sum())} non-finite value(s) (NaN/inf) in the pattern; mask them instead")
-    if (a < 0).any():
+    if copy or a.dtype != np.float32:
+        a = a.astype(np.float32, copy=True)
+    step = max(1, CHECK_BYTES // (a[0].size * 4)) if per_pattern else len(a)
+    nonfinite = negative = 0
+    lowest, empty = np.inf, []
+    for lo in range(0, len(a), step):
+        part = np.asarray(a[lo:lo + step])
+        finite = np.isfinite(part)
+        nonfinite += int(part.size - np.count_nonzero(finite))
+        below = part < 0
+        if below.any():
+            negative += int(np.count_nonzero(below))
+            lowest = min(lowest, float(part[finite].min()))
+        if per_pattern:
+            empty.extend((lo + np.flatnonzero(~(part > 0).reshape(len(part), -1).any(axis=1))).tolist())
+    if nonfinite:
+        raise InputError(f"{source}: {nonfinite} non-finite value(s) (NaN/inf) in the pattern; mask them instead")
+    if negative:
         raise InputError(
-            f"{source}: {int((a < 0).sum())} negative intensity value(s) (min {a.min():g}); "
+            f"{source}: {negative} negative intensity value(s) (min {lowest:g}); "
             "subtract the background with clipping, or mask those pixels"
         )
-    if per_pattern:  # a stack (N, *spatial): each pattern must hold counts
-        empty = ~(a > 0).reshape(len(a), -1).any(axis=1)
-        if empty.any():
-            raise InputError(f"{source}: pattern(s) {', '.join(map(str, np.flatnonzero(empty)[:5]))} of the stack are all zero")
-    elif not (a > 0).any():
+    if per_pattern and empty:  # a stack (N, *spatial): each pattern must hold counts
+        raise InputError(f"{source}: pattern(s) {', '.join(map(str, empty[:5]))} of the stack are all zero")
+    if not per_pattern and not (a > 0).any():
         raise InputError(f"{source}: the pattern is all zero")
     return a
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from cdinn.cli import COMMANDS
@@ -19,7 +18,7 @@ from cdinn.io import (RESULT_SUFFIXES, Result, check_output, check_result_path, 
 from cdinn.io.readers import split_key
 from cdinn.prepare.cxi import input_record
 from cdinn.retrieval import DEFAULT_RECIPE, parse_recipe, phase_retrieval, phase_stack, resolve_device
-from cdinn.retrieval.engine import CPU_BATCH_PATTERNS, batch_pays, patterns_per_batch, phase_batch
+from cdinn.retrieval.engine import draw_seed, phase_batch, stack_batch
 from cdinn.retrieval.state import Measurement
 from cdinn.retrieval import recipe as recipe_module
 
@@ -121,7 +120,7 @@ def _phase_stack(args: argparse.Namespace, steps, device, support, paths: list[P
 
 def _phase_together(args: argparse.Namespace, steps, device, support, loaded: dict) -> dict[str, Result]:
     """Several inputs of one shape, one start each, iterated as one batch where that pays
-    (:func:`cdinn.retrieval.engine.batch_pays`: small patterns on a CPU, any on a GPU): each
+    (:func:`cdinn.retrieval.engine.stack_batch`: small patterns on a CPU, any on a GPU): each
     result is the one ``phase_retrieval`` gives that input alone with the same seed. A batch
     that fails (a support of another shape, an empty one) is left to the inputs one by one,
     which report their own errors."""
@@ -132,14 +131,13 @@ def _phase_together(args: argparse.Namespace, steps, device, support, loaded: di
         groups.setdefault(intensity.shape, []).append(source)
     done: dict[str, Result] = {}
     for shape, sources in groups.items():
-        voxels = int(np.prod(shape))
-        if len(sources) < 2 or not batch_pays(voxels, device):
+        size = stack_batch(int(np.prod(shape)), device)
+        if len(sources) < 2 or size < 2:
             continue
-        size = min(patterns_per_batch(voxels, device), CPU_BATCH_PATTERNS if device.type != "cuda" else len(sources))
         for lo in range(0, len(sources), size):
             part = sources[lo:lo + size]
-            # a drawn seed per input (recorded), as phase_retrieval draws one per call
-            seeds = [args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()) for _ in part]
+            # a drawn seed per input, as phase_retrieval draws one per call
+            seeds = [draw_seed() if args.seed is None else args.seed for _ in part]
             try:
                 results = phase_batch([Measurement(*loaded[s], device) for s in part], steps, seeds, support)
             except InputError:

@@ -314,24 +314,10 @@ def read_result(path: str | Path) -> Result:
     """Read a result written by :func:`write_result` (a ``.cxi`` also in the layout of earlier versions)."""
     p = check_result_path(path)
     try:
-        if p.suffix.lower() == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                history = {k[len("history_"):]: z[k] for k in z.files if k.startswith("history_")}
-                extras = {k[len("extras_"):]: z[k] for k in z.files if k.startswith("extras_")}
-                return Result(z["object"], z["support"], _chi2(z["chi2"]), history, json.loads(str(z["provenance"])), extras)
-        with h5py.File(p, "r") as f:
-            if p.suffix.lower() == ".cxi" and f"{CXI_IMAGE}/process_1/configuration/provenance" in f:
-                return _read_cxi(f)
-            if "object" not in f:
-                if "entry_1/data_1/data" in f:
-                    raise InputError(f"{p} is a diffraction pattern (CXI data), not a reconstruction: "
-                                     "run `cdinn phase` or `cdinn invert` on it first")
-                raise InputError(f"{p} holds no cdinn result (no reconstructed object)")
-            history = {k: f["history"][k][()] for k in f.get("history", {})}
-            extras = {k: f["extras"][k][()] for k in f.get("extras", {})}
-            prov = f["provenance"][()]
-            prov = prov.decode() if isinstance(prov, bytes) else str(prov)
-            return Result(f["object"][()], f["support"][()], _chi2(f["chi2"][()]), history, json.loads(prov), extras)
+        with _open_result(p) as (arrays, provenance, history, extras):
+            return Result(np.asarray(arrays["object"][()]), np.asarray(arrays["support"][()]).astype(bool, copy=False),
+                          _chi2(arrays["chi2"][()]), {k: np.asarray(history[k][()]) for k in history}, provenance,
+                          {k: np.asarray(extras[k][()]) for k in extras})
     except InputError:
         raise
     except (OSError, KeyError, ValueError) as exc:
@@ -344,7 +330,7 @@ def read_frame(path: str | Path, index: int) -> Result:
     frame's counting-noise floor. From an ``.h5`` stack this reads one chunk per array."""
     p = check_result_path(path)
     try:
-        with _stack_arrays(p) as (arrays, provenance, extras):
+        with _open_result(p) as (arrays, provenance, _, extras):
             count = provenance.get("stack")
             if not count:
                 raise InputError(f"{p} holds one reconstruction, not a stack: --frame applies to stacks")
@@ -369,44 +355,43 @@ def read_stack_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str
     and provenance, without reading its reconstructions."""
     p = check_result_path(path)
     try:
-        with _stack_arrays(p) as (arrays, provenance, extras):
+        with _open_result(p) as (arrays, provenance, _, extras):
             chi2 = np.atleast_1d(np.asarray(arrays["chi2"][()], dtype=np.float64))
             floors = np.asarray(extras["chi2_noise_floor"][()], dtype=np.float64) if "chi2_noise_floor" in extras \
                 else np.full(chi2.shape, np.nan)
             return chi2, floors, provenance
+    except InputError:
+        raise
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"cannot read result {p}: {exc}") from None
 
 
 @contextlib.contextmanager
-def _stack_arrays(p: Path) -> Iterator[tuple[Any, dict[str, Any], Any]]:
-    """``(arrays, provenance, extras)`` of a result file, the arrays read on indexing
-    (``object``, ``support``, ``chi2``; ``extras`` by name)."""
+def _open_result(p: Path) -> Iterator[tuple[Any, dict[str, Any], Any, Any]]:
+    """``(arrays, provenance, history, extras)`` of a result file in any of its layouts; an
+    array (``object``, ``support``, ``chi2``, a history or an extra, by name) is read when
+    indexed, so one frame of an ``.h5`` stack reads one chunk."""
     if p.suffix.lower() == ".npz":
         with np.load(p, allow_pickle=False) as z:
-            extras = {k[len("extras_"):]: z[k] for k in z.files if k.startswith("extras_")}
-            yield {k: z[k] for k in ("object", "support", "chi2")}, json.loads(str(z["provenance"])), extras
+            yield (z, json.loads(str(z["provenance"])),
+                   {k[len("history_"):]: z[k] for k in z.files if k.startswith("history_")},
+                   {k[len("extras_"):]: z[k] for k in z.files if k.startswith("extras_")})
         return
     with h5py.File(p, "r") as f:
         if p.suffix.lower() == ".cxi" and f"{CXI_IMAGE}/process_1/configuration/provenance" in f:
             image = f[CXI_IMAGE]
-            arrays = {"object": image["data"], "support": image["mask"], "chi2": image["process_1/results/chi2"]}
+            results = image["process_1/results"]
+            arrays = {"object": image["data"], "support": image["mask"], "chi2": results["chi2"]}
+            history = {k[len("history_"):]: results[k] for k in results if k.startswith("history_")}
             prov, extras = image["process_1/configuration/provenance"][()], image.get("extras", {})
         else:
             if "object" not in f:
+                if "entry_1/data_1/data" in f:
+                    raise InputError(f"{p} is a diffraction pattern (CXI data), not a reconstruction: "
+                                     "run `cdinn phase` or `cdinn invert` on it first")
                 raise InputError(f"{p} holds no cdinn result (no reconstructed object)")
-            arrays, prov, extras = f, f["provenance"][()], f.get("extras", {})
-        yield arrays, json.loads(prov.decode() if isinstance(prov, bytes) else str(prov)), extras
-
-
-def _read_cxi(f: h5py.File) -> Result:
-    image = f[CXI_IMAGE]
-    results = image["process_1/results"]
-    history = {k[len("history_"):]: results[k][()] for k in results if k.startswith("history_")}
-    extras = {k: image["extras"][k][()] for k in image.get("extras", {})}
-    prov = image["process_1/configuration/provenance"][()]
-    prov = prov.decode() if isinstance(prov, bytes) else str(prov)
-    return Result(image["data"][()], image["mask"][()].astype(bool), _chi2(results["chi2"][()]), history, json.loads(prov), extras)
+            arrays, history, extras, prov = f, f.get("history", {}), f.get("extras", {}), f["provenance"][()]
+        yield arrays, json.loads(prov.decode() if isinstance(prov, bytes) else str(prov)), history, extras
 
 
 def _chi2(value: Any) -> float | np.ndarray:

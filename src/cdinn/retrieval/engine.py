@@ -130,6 +130,22 @@ def batch_pays(voxels: int, device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" or voxels <= CPU_BATCH_VOXELS
 
 
+def stack_batch(voxels: int, device: torch.device | str) -> int:
+    """Patterns of ``voxels`` voxels iterated as one state by default when several are given
+    (a stack, several inputs): where a batch pays, what half the memory holds
+    (:func:`patterns_per_batch`; at most :data:`CPU_BATCH_PATTERNS` on a CPU), else 1."""
+    if not batch_pays(voxels, device):
+        return 1
+    fits = patterns_per_batch(voxels, device)
+    return fits if torch.device(device).type == "cuda" else min(fits, CPU_BATCH_PATTERNS)
+
+
+def draw_seed() -> int:
+    """A random start's seed when none is given (drawn here so that it can be recorded and the
+    run repeated)."""
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
 def patterns_per_batch(voxels: int, device: torch.device | str) -> int:
     """How many patterns of ``voxels`` each one state may iterate together: what half the
     memory available now (free GPU memory, or host memory) holds at the working set of a
@@ -216,14 +232,14 @@ def phase_retrieval(
         raise InputError(f"average_best must be between 1 and starts={starts}, got {average_best}")
 
     voxels = int(np.prod(np.shape(intensity.intensity if isinstance(intensity, Measurement) else intensity)))
-    if batch is None:
-        batch = starts if dev.type == "cuda" or (batch_pays(voxels, dev) and not until_converged) else 1
+    if batch is None:  # a CPU runs starts one at a time under until_converged, so that it can stop early
+        batch = starts if batch_pays(voxels, dev) and not (until_converged and dev.type == "cpu") else 1
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     check_memory(voxels, min(batch, starts), starts, dev)
     measurement = intensity if isinstance(intensity, Measurement) else Measurement(intensity, mask, dev)
-    if seed is None:  # drawn, and recorded in the provenance, so that the run can be repeated
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    if seed is None:
+        seed = draw_seed()
     x, sup = _starts(measurement, starts, seed, support, initial)
     floor = measurement.noise_floor
     states, chi2s = [], []
@@ -260,18 +276,15 @@ def phase_stack(
     is the single pattern's: measured bit for bit up to 128² on a CPU; larger FFTs may round
     differently in a batch); the patterns of a batch iterate as one state
     (:meth:`Measurement.stacked`: every operator runs once on the batch). ``batch``: patterns
-    per state; default all that half the free memory holds where a batch pays
-    (:func:`batch_pays`; at most :data:`CPU_BATCH_PATTERNS` on a CPU), else 1. ``mask``: shared
-    ``(*spatial)`` or per pattern.
+    per state, default :func:`stack_batch`. ``mask``: shared ``(*spatial)`` or per pattern.
     """
     dev = resolve_device(device)
     steps = parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
     if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        seed = draw_seed()
     voxels = int(np.prod(np.shape(stack)[1:]))
     if batch is None:
-        batch = patterns_per_batch(voxels, dev) if batch_pays(voxels, dev) else 1
-        batch = batch if dev.type == "cuda" else min(batch, CPU_BATCH_PATTERNS)
+        batch = stack_batch(voxels, dev)
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     per_pattern = mask is not None and np.shape(mask) == np.shape(stack)
@@ -292,8 +305,7 @@ def phase_batch(measurements: Sequence[Measurement], recipe: str | Sequence[Step
     """Phase retrieval of patterns of one shape, one random start each (pattern ``k`` from
     ``seeds[k]``), iterating as one state (:meth:`Measurement.stacked`: every operator runs
     once on the batch); the :class:`Result` of each, as ``phase_retrieval(seed=seeds[k])``
-    gives it in the same arithmetic (the torch operations; on a CPU the single pattern takes
-    the fused loops instead)."""
+    gives it (on a CPU the fused loops compute each item as they would alone)."""
     steps = parse_recipe(recipe) if isinstance(recipe, str) else list(recipe)
     t = time.perf_counter()
     starts = [_starts(m, 1, s, support) for m, s in zip(measurements, seeds)]

@@ -149,7 +149,8 @@ def test_the_cpu_copy_swaps_layers_for_ones_that_compute_the_same(name):
     import copy
 
     from cdinn.models.base import CHANNELS_LAST
-    from cdinn.models.cpu_inference import ConvLeakyReLU, PairwiseMaxPool, ZeroChannelConv, swap_for_cpu
+    from cdinn.models.cpu_inference import (ChannelsLastPixelShuffle, ConvLeakyReLU, PairwiseMaxPool, ZeroChannelConv,
+                                            swap_for_cpu)
 
     model = load_model(name).eval()
     plain = copy.deepcopy(model).to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
@@ -174,12 +175,18 @@ def test_the_cpu_copy_swaps_layers_for_ones_that_compute_the_same(name):
         assert (c[key].float() - a[key].float()).abs().max() <= 0.1, key
         off_plain, off_fused = ((v[key].float() - exact[key]).abs().mean() for v in (a, c))
         assert off_fused <= 1.2 * off_plain + 1e-6, (key, off_fused, off_plain)
+    assert (ChannelsLastPixelShuffle in kinds) == any(isinstance(m, torch.nn.PixelShuffle) for m in plain.modules())
     # the layers themselves, on odd sizes and in float32
     pool, conv = torch.nn.MaxPool3d(2), torch.nn.Conv3d(1, 4, 3, padding=1)
     net = swap_for_cpu(torch.nn.Sequential(copy.deepcopy(conv), copy.deepcopy(pool)))
     y = torch.randn(2, 1, 9, 8, 7)
     with torch.no_grad():
         assert torch.allclose(net(y), pool(conv(y)), atol=1e-6)
+    # a pixel shuffle moves values only: bitwise equal, from either memory layout
+    for factor, layout in ((2, torch.channels_last), (3, torch.contiguous_format)):
+        z = torch.randn(3, 2 * factor**2, 5, 7).to(torch.bfloat16, memory_format=layout)
+        shuffled = swap_for_cpu(torch.nn.Sequential(torch.nn.PixelShuffle(factor)))(z)
+        assert shuffled.is_contiguous() and torch.equal(shuffled, torch.nn.PixelShuffle(factor)(z))
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

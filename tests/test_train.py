@@ -152,6 +152,33 @@ def test_training_lowers_the_loss_resumes_and_loads(tmp_path):
     assert model.predict(torch.rand(1, 32, 32)).shape == (1, 32, 32)
 
 
+def test_training_precision_is_chosen_recorded_and_checked(tmp_path, monkeypatch):
+    """bfloat16 autocast where the CPU computes it natively ("auto"), float32 on request; the
+    card says which; an unknown precision is a one-line config error."""
+    from cdinn.train import trainer
+
+    used = []
+    real = torch.autocast
+
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("enabled", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.torch, "autocast", spy)
+    for precision in ("auto", "fp32", "bf16"):
+        used.clear()
+        run = tmp_path / precision
+        cfg = load_config(write(tmp_path, TINY.format(epochs=1) + f'precision = "{precision}"\n'))
+        train(cfg, run, device="cpu", progress=False)
+        expected = trainer.inference_dtype(torch.device("cpu"), precision) == torch.bfloat16
+        assert used and all(u == expected for u in used), precision
+        card = json.loads((run / "card.json").read_text())
+        assert card["training"]["precision"] == ("bfloat16" if expected else "float32")
+        assert torch.isfinite(torch.tensor([float(r.split(",")[1]) for r in (run / "metrics.csv").read_text().splitlines()[1:]])).all()
+    with pytest.raises(InputError, match="precision must be"):
+        load_config(write(tmp_path, TINY.format(epochs=1) + 'precision = "fp16"\n'))
+
+
 def test_sequential_stages_freeze_modules(tmp_path):
     text = TINY.format(epochs=1).replace("epochs = 1", 'stages = [{ epochs = 1, trainable = ["shape_net"] }]')
     run = tmp_path / "run"
@@ -166,7 +193,8 @@ def test_sequential_stages_freeze_modules(tmp_path):
 def test_ddp_two_processes_match_single_process(tmp_path):
     # SGD: Adam divides tiny gradients by their own RMS, so float summation-order noise
     # would become whole learning-rate steps; SGD keeps it at rounding level.
-    cfg = write(tmp_path, TINY.format(epochs=2) + 'optimizer = "sgd"\nlr = 0.05\n')
+    # float32: under bfloat16 autocast the halves of a batch round differently from the whole
+    cfg = write(tmp_path, TINY.format(epochs=2) + 'optimizer = "sgd"\nlr = 0.05\nprecision = "fp32"\n')
     single = tmp_path / "single"
     train(load_config(cfg), single, device="cpu", progress=False)
     ddp = tmp_path / "ddp"

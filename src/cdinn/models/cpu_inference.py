@@ -59,6 +59,22 @@ class ZeroChannelConv(nn.Module):
         return self.conv(F.pad(x, self.pad))
 
 
+class ChannelsLastPixelShuffle(nn.Module):
+    """``nn.PixelShuffle`` as one reshape-permute copy: torch's own kernel takes a slow path
+    on a channels-last bfloat16 input (the last convolution's output); the same values land
+    in a contiguous ``(B, C, H f, W f)`` result."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.factor
+        b, c, h, w = x.shape
+        x = x.reshape(b, c // f**2, f, f, h, w).permute(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c // f**2, h * f, w * f)
+
+
 def _pairwise_poolable(m: nn.Module) -> bool:
     def pair(v: int | tuple[int, ...]) -> bool:
         return all(s == 2 for s in ((v,) if isinstance(v, int) else v))
@@ -129,12 +145,15 @@ def fuse_for_inference(net: nn.Module) -> nn.Module:
 
 
 def swap_for_cpu(net: nn.Module) -> nn.Module:
-    """Replace, in place, 2x max pooling by :class:`PairwiseMaxPool` and single-input-channel
-    convolutions by :class:`ZeroChannelConv`; returns ``net``."""
+    """Replace, in place, 2x max pooling by :class:`PairwiseMaxPool`, single-input-channel
+    convolutions by :class:`ZeroChannelConv` and pixel shuffles by
+    :class:`ChannelsLastPixelShuffle`; returns ``net``."""
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if _pairwise_poolable(child):
                 setattr(parent, name, PairwiseMaxPool(2 if isinstance(child, nn.MaxPool2d) else 3))
+            elif isinstance(child, nn.PixelShuffle):
+                setattr(parent, name, ChannelsLastPixelShuffle(child.upscale_factor))
             elif (isinstance(child, (nn.Conv2d, nn.Conv3d)) and child.in_channels == 1 and child.groups == 1
                   and child.padding_mode == "zeros"):
                 setattr(parent, name, ZeroChannelConv(child))

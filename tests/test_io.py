@@ -264,3 +264,65 @@ def test_a_stack_is_checked_chunk_by_chunk_and_stays_mapped(tmp_path, monkeypatc
     np.save(path, stack.astype(np.uint16))  # other dtypes are read and converted, as before
     data, _ = read_stack(path)
     assert data.dtype == np.float32 and data.flags.owndata and np.array_equal(data, stack)
+
+
+def test_an_hdf5_stack_is_read_a_block_at_a_time_with_the_checks_of_a_whole_read(tmp_path, monkeypatch):
+    """A detector's stack in HDF5 (uint16, compressed, one chunk per frame) is never read or
+    converted whole: checked a few frames at a time with the messages of a whole-array check,
+    then read a slice per batch as float32; a corrupt chunk is a one-line error."""
+    from cdinn.io import read_stack
+    from cdinn.io import validate
+    from cdinn.io.readers import HDF5Stack
+
+    monkeypatch.setattr(validate, "CHECK_BYTES", 3 * 8 * 8 * 4)  # three 8x8 frames per chunk
+    rng = np.random.default_rng(3)
+    stack = (rng.poisson(20, (11, 8, 8)) + 1).astype(np.uint16)
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/data", data=stack, chunks=(1, 8, 8), compression="gzip")
+        f.create_dataset("entry/other", data=np.zeros(3))
+    reads = []
+    real = HDF5Stack.__getitem__
+    monkeypatch.setattr(HDF5Stack, "__getitem__", lambda self, i: reads.append(i) or real(self, i))
+    data, mask = read_stack(path)
+    assert isinstance(data, HDF5Stack) and mask is None and data.shape == (11, 8, 8) and len(data) == 11
+    assert reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]  # the check: block by block
+    block = data[2:5]
+    assert block.dtype == np.float32 and np.array_equal(block, stack[2:5]) and np.array_equal(np.stack(list(data)), stack)
+    data.close()
+
+    def write(array, name="bad.h5"):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("data", data=array, chunks=(1,) + array.shape[1:])
+        return tmp_path / name
+
+    bad = stack.astype(np.float32)
+    bad[[5, 9]] = 0
+    with pytest.raises(InputError, match=r"pattern\(s\) 5, 9 of the stack are all zero"):
+        read_stack(write(bad))
+    bad = stack.astype(np.float32)
+    bad[1, 0, 0], bad[7, 2, 2], bad[10, 3, 3] = np.nan, -3.0, -5.0
+    with pytest.raises(InputError, match=r"1 non-finite value"):
+        read_stack(write(bad))
+    bad[1, 0, 0] = 1.0
+    with pytest.raises(InputError, match=r"2 negative intensity value\(s\) \(min -5\)"):
+        read_stack(write(bad))
+    with pytest.raises(InputError, match="must be a real numeric array"):
+        read_stack(write(stack.astype(np.complex64)))
+    # a CXI file's own mask comes with its stack
+    with h5py.File(tmp_path / "m.cxi", "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=stack)
+        f.create_dataset("entry_1/data_1/mask", data=np.eye(8, dtype=np.uint8))
+    data, mask = read_stack(tmp_path / "m.cxi")
+    assert isinstance(data, HDF5Stack) and np.array_equal(mask, np.eye(8, dtype=bool))
+    # a chunk whose bytes are damaged: one line naming the file, at the check, before any work
+    path = write(stack, "damaged.h5")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=stack, chunks=(1, 8, 8), compression="gzip")
+        offset = f["data"].id.get_chunk_info(6).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 16] = b"\xff" * 16
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"damaged.h5: cannot read frames") as err:
+        read_stack(path)
+    assert "\n" not in str(err.value)

@@ -11,7 +11,7 @@ import numpy as np
 import tifffile
 
 from cdinn.errors import InputError
-from cdinn.io.validate import validate_intensity, validate_mask
+from cdinn.io.validate import CHECK_BYTES, validate_intensity, validate_mask
 
 PATTERN_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".cxi", ".nxs", ".tif", ".tiff", ".edf")
 CXI_DATA = "/entry_1/data_1/data"
@@ -41,6 +41,13 @@ def check_fits(nbytes: float, what: str, factor: float = 1.0, available: float |
 
 def _dataset(f: h5py.File, key: str, path: Path) -> np.ndarray:
     """Read one dataset, refusing what could read another file or exhaust memory."""
+    obj = _checked_dataset(f, key, path)
+    check_fits(obj.size * obj.dtype.itemsize, f"{path}: {key!r} of shape {obj.shape}", factor=2.0)
+    return obj[()]
+
+
+def _checked_dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """The dataset ``key``, refusing links, groups and data stored in other files."""
     link = f.get(key, getlink=True)
     if isinstance(link, h5py.ExternalLink):
         raise InputError(f"{path}: {key!r} is an external link to {link.filename}; cdinn reads only data inside the file")
@@ -50,24 +57,77 @@ def _dataset(f: h5py.File, key: str, path: Path) -> np.ndarray:
     if obj.external or obj.is_virtual:
         raise InputError(f"{path}: {key!r} stores its data in other files (external or virtual dataset); "
                          "cdinn reads only data inside the file")
-    check_fits(obj.size * obj.dtype.itemsize, f"{path}: {key!r} of shape {obj.shape}", factor=2.0)
-    return obj[()]
+    return obj
 
 
 def _hdf5_array(f: h5py.File, key: str | None, path: Path) -> np.ndarray:
+    return _dataset(f, _hdf5_key(f, key, path), path)
+
+
+def _hdf5_key(f: h5py.File, key: str | None, path: Path) -> str:
+    """The dataset that holds the pattern: ``key``, CXI's data, ``data``, or the only 2D+ dataset."""
     if key is not None:
         if key not in f:
             raise InputError(f"{path}: no dataset {key!r}")
-        return _dataset(f, key, path)
+        return key
     if CXI_DATA in f:
-        return _dataset(f, CXI_DATA, path)
+        return CXI_DATA
     if "data" in f and isinstance(f["data"], h5py.Dataset):
-        return _dataset(f, "data", path)
+        return "data"
     found: list[str] = []
     f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim >= 2 else None)
     if len(found) == 1:
-        return _dataset(f, found[0], path)
+        return found[0]
     raise InputError(f"{path}: cannot tell which dataset holds the pattern ({len(found)} candidates); name it with PATH::KEY")
+
+
+class HDF5Stack:
+    """N patterns in an HDF5 dataset, read as float32 only where indexed: a block of frames
+    costs its own memory, never the whole stack's (a detector's uint16/uint32 frames would
+    otherwise be read whole and converted whole).
+
+    Indexing as a NumPy array's first axis (an integer or a slice) gives a float32 array;
+    ``shape``, ``ndim``, ``size`` and ``dtype`` (the stored type) describe the dataset. The
+    file stays open for reading until :meth:`close` (or the object is collected).
+    """
+
+    def __init__(self, path: Path, key: str | None):
+        self.path = path
+        try:
+            self._file = h5py.File(path, "r")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
+        try:
+            self.key = _hdf5_key(self._file, key, path)
+            self._data = _checked_dataset(self._file, self.key, path)
+        except BaseException:
+            self._file.close()
+            raise
+        self.shape: tuple[int, ...] = tuple(self._data.shape)
+        self.dtype = self._data.dtype
+        self.ndim, self.size = len(self.shape), int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        try:
+            return np.asarray(self._data[index], dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.path}: cannot read frames {index} of {self.key!r} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt data'})") from None
+
+    def __iter__(self):
+        block = max(1, CHECK_BYTES // max(1, 4 * int(np.prod(self.shape[1:]))))
+        for lo in range(0, len(self), block):
+            yield from self[lo:lo + block]
+
+    def mask(self) -> np.ndarray | None:
+        """The file's own CXI mask, if it has one."""
+        return _hdf5_mask(self._file, self.path)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _hdf5_mask(f: h5py.File, path: Path) -> np.ndarray | None:
@@ -157,19 +217,28 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     raise InputError(f"{path}: unknown format {suffix!r}; supported: {', '.join(PATTERN_SUFFIXES)} or a directory of TIFF frames")
 
 
-def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray | HDF5Stack, np.ndarray | None]:
     """Read a stack of N patterns ``(N, *spatial)`` (2D or 3D patterns) and its mask.
+
+    A float32 ``.npy`` comes back mapped from its file and an HDF5 dataset as an
+    :class:`HDF5Stack`, both read where indexed; other formats are read whole.
 
     The mask is one pattern's shape (shared) or the stack's (one per pattern); non-zero marks
     a pixel that was not measured. Each pattern is validated like :func:`read_pattern`'s.
     """
     path, key = split_key(spec)
-    if key is None and path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size:
+    suffix = path.suffix.lower()
+    readable = path.is_file() and path.stat().st_size > 0  # else read_array's own, clear error
+    if key is None and suffix == ".npy" and readable:
         data, own_mask = _mapped_npy(path), None
+    elif suffix in (".h5", ".hdf5", ".cxi", ".nxs") and readable:
+        data = HDF5Stack(path, key)
+        own_mask = data.mask() if key is None else None
     else:
         data, own_mask = read_array(spec)
-    # a float32 .npy stays mapped from its file (copy-on-write: the file never changes), checked
-    # chunk by chunk, and read frame by frame as the stack is inverted: no copy of the whole stack
+    # A float32 .npy stays mapped from its file (copy-on-write: the file never changes) and an
+    # HDF5 stack in its file; either is checked chunk by chunk and read a network batch at a
+    # time as the stack is inverted: no copy of the whole stack
     stack = validate_intensity(data, f"{spec} (stack)", ndims=(3, 4), per_pattern=True,
                                copy=not isinstance(data, np.memmap))
     raw_mask = read_array(mask)[0] if mask is not None else own_mask

@@ -19,14 +19,18 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
     all zero (with ``per_pattern``, a stack along axis 0 whose every pattern holds counts,
     checked :data:`CHECK_BYTES` at a time). The input array is never modified: the result is
     a float32 copy, or, with ``copy=False`` and float32 input, the array itself (for arrays
-    the caller owns, such as a file mapped copy-on-write).
+    the caller owns, such as a file mapped copy-on-write). A stack read where indexed (an
+    object with ``shape``, ``dtype`` and slicing, such as :class:`cdinn.io.readers.HDF5Stack`)
+    is checked a block at a time and returned as it is.
 
     Raises
     ------
     InputError
         With a one-line description naming ``source``.
     """
-    a = np.asarray(data)
+    # a stack read where indexed (io.readers.HDF5Stack) is checked block by block, never read whole
+    lazy = not isinstance(data, np.ndarray) and hasattr(data, "shape") and hasattr(data, "dtype") and per_pattern
+    a = data if lazy else np.asarray(data)
     if a.dtype.kind not in "biuf":
         raise InputError(f"{source}: intensity must be a real numeric array, got dtype {a.dtype}")
     if a.ndim not in ndims:
@@ -35,13 +39,13 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
         raise InputError(f"{source}: the pattern is empty (shape {a.shape})")
     if min(a.shape[1:] if per_pattern else a.shape) < 4:
         raise InputError(f"{source}: the pattern is too small to reconstruct (shape {a.shape})")
-    if copy or a.dtype != np.float32:
+    if not lazy and (copy or a.dtype != np.float32):
         a = a.astype(np.float32, copy=True)
-    step = max(1, CHECK_BYTES // (a[0].size * 4)) if per_pattern else len(a)
+    step = max(1, CHECK_BYTES // (int(np.prod(a.shape[1:])) * 4)) if per_pattern else len(a)
     nonfinite = negative = 0
     lowest, empty = np.inf, []
     for lo in range(0, len(a), step):
-        part = np.asarray(a[lo:lo + step])
+        part = np.asarray(a[lo:lo + step], dtype=np.float32)
         finite = np.isfinite(part)
         nonfinite += int(part.size - np.count_nonzero(finite))
         below = part < 0

@@ -465,7 +465,9 @@ def invert_stack(
     **options,
 ) -> Iterator[tuple[int, Result | InputError]]:
     """Invert a stack of patterns ``(N, *spatial)`` in network batches sized to memory
-    (:func:`network_batch`), each pattern refined on its own; results in order.
+    (:func:`network_batch`), each pattern refined on its own; results in order. ``stack`` is
+    an array or a stack read where indexed (:class:`cdinn.io.readers.HDF5Stack`): one slice
+    of it is read per batch.
 
     ``mask`` is shared ``(*spatial)`` or per pattern ``(N, *spatial)``; ``options`` as for
     :func:`invert_many`.
@@ -473,7 +475,8 @@ def invert_stack(
     per_pattern = mask is not None and mask.shape == stack.shape
     size = batch or network_batch(model, options.get("device", "cpu"))
     for start in range(0, len(stack), size):
-        chunk = {i: (stack[i], mask[i] if per_pattern else mask) for i in range(start, min(start + size, len(stack)))}
+        block = stack[start:start + size]  # one read per batch: a mapped or HDF5 stack reads these frames only
+        chunk = {start + k: (block[k], mask[start + k] if per_pattern else mask) for k in range(len(block))}
         yield from invert_many(chunk, model, refine, shared_grid=True, **options)
 
 

@@ -295,8 +295,8 @@ def phase_stack(
         return
     for lo in range(0, len(stack), batch):
         check_memory(voxels, min(batch, len(stack) - lo), 1, dev)
-        measurements = [Measurement(stack[i], mask[i] if per_pattern else mask, dev)
-                        for i in range(lo, min(lo + batch, len(stack)))]
+        block = stack[lo:lo + batch]  # one read per batch: a mapped or HDF5 stack reads these frames only
+        measurements = [Measurement(block[k], mask[lo + k] if per_pattern else mask, dev) for k in range(len(block))]
         yield from phase_batch(measurements, recipe, [seed + lo + k for k in range(len(measurements))], support)
 
 

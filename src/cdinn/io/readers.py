@@ -96,7 +96,7 @@ class HDF5Stack:
         try:
             self._file = h5py.File(path, "r")
         except OSError as exc:
-            raise InputError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
+            raise _cannot_read(path, exc) from None
         try:
             self.key = _hdf5_key(self._file, key, path)
             self._data = _checked_dataset(self._file, self.key, path)
@@ -114,8 +114,7 @@ class HDF5Stack:
         try:
             return np.asarray(self._data[index], dtype=np.float32)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{self.path}: cannot read frames {index} of {self.key!r} "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt data'})") from None
+            raise _cannot_read(self.path, exc, f"frames {index} of {self.key!r}") from None
 
     def __iter__(self):
         block = max(1, CHECK_BYTES // max(1, 4 * int(np.prod(self.shape[1:]))))
@@ -213,8 +212,14 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, tifffile.TiffFileError) as exc:
         if "pickle" in str(exc):  # numpy's word for "not a .npy header it knows"; cdinn never unpickles
             raise InputError(f"{path}: not a NumPy array file (or one holding Python objects, which cdinn never loads)") from None
-        raise InputError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
+        raise _cannot_read(path, exc) from None
     raise InputError(f"{path}: unknown format {suffix!r}; supported: {', '.join(PATTERN_SUFFIXES)} or a directory of TIFF frames")
+
+
+def _cannot_read(path: Path, exc: Exception, what: str = "") -> InputError:
+    """One line for a file (or part of one) that a reader failed on."""
+    return InputError(f"{path}: cannot read{' ' + what if what else ''} "
+                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})")
 
 
 def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray | HDF5Stack, np.ndarray | None]:

@@ -164,7 +164,8 @@ def test_the_cpu_copy_swaps_layers_for_ones_that_compute_the_same(name):
              and isinstance(m[0], PairwiseMaxPool) and isinstance(m[1], (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))]
     assert moved, "no BatchNorm moved past a pooling"
     assert ConvLeakyReLU in {type(m) for m in fused.modules()}
-    x = model.prepare(torch.rand((2,) + (model.input_size,) * model.ndim) * 1e3)
+    # a fixed input: the comparison of rounding errors below must not depend on the tests run before
+    x = model.prepare(torch.rand((2,) + (model.input_size,) * model.ndim, generator=torch.Generator().manual_seed(0)) * 1e3)
     with torch.no_grad():
         exact = model(x)
         x = x.to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])

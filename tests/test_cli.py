@@ -208,10 +208,13 @@ def test_an_hdf5_stack_gives_the_results_of_the_same_stack_as_npy(tmp_path):
     np.save(tmp_path / "stack.npy", stack)
     with h5py.File(tmp_path / "stack.h5", "w") as f:
         f.create_dataset("entry/data/data", data=stack.astype(np.uint32), chunks=(1, 32, 32), compression="gzip")
-    for command in (["invert", "--model", "cdinn2d-fast", "--refine", "none"], ["phase", "--recipe", FAST, "--seed", "2"]):
+    # invert; phase batched (one start each); phase pattern by pattern (several starts: the stack is iterated)
+    for run, command in enumerate((["invert", "--model", "cdinn2d-fast", "--refine", "none"],
+                                   ["phase", "--recipe", FAST, "--seed", "2"],
+                                   ["phase", "--recipe", FAST, "--seed", "2", "--starts", "2"])):
         out = {}
         for name in ("stack.npy", "stack.h5"):
-            dest = tmp_path / f"{command[0]}-{name}.h5"
+            dest = tmp_path / f"{run}-{name}.h5"
             assert main([command[0], str(tmp_path / name), "--stack", *command[1:], "-o", str(dest), "-q"]) == 0
             out[name] = read_result(dest)
         a, b = out.values()

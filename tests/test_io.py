@@ -326,3 +326,24 @@ def test_an_hdf5_stack_is_read_a_block_at_a_time_with_the_checks_of_a_whole_read
     with pytest.raises(InputError, match=r"damaged.h5: cannot read frames") as err:
         read_stack(path)
     assert "\n" not in str(err.value)
+
+
+def test_a_tiff_directory_stack_is_read_frame_by_frame_and_a_damaged_frame_is_one_line(tmp_path, capsys):
+    from cdinn.cli.main import main
+    from cdinn.io import read_stack
+    from cdinn.io.readers import TiffFrames
+
+    rng = np.random.default_rng(4)
+    frames = (rng.poisson(20, (4, 8, 8)) + 1).astype(np.uint16)
+    for i, frame in enumerate(frames):
+        tifffile.imwrite(tmp_path / f"f_{i}.tif", frame)
+    data, mask = read_stack(tmp_path)
+    assert isinstance(data, TiffFrames) and mask is None and data.shape == (4, 8, 8) and data.dtype == np.uint16
+    assert data[1:3].dtype == np.float32 and np.array_equal(data[1:3], frames[1:3]) and np.array_equal(np.stack(list(data)), frames)
+    (tmp_path / "f_2.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(InputError, match=r"f_2.tif: cannot read"):
+        read_stack(tmp_path)
+    # tifffile's own log line does not join the error: one line, exit 2
+    assert main(["phase", str(tmp_path), "-o", str(tmp_path / "r.h5"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "f_2.tif: cannot read" in err and not (tmp_path / "r.h5").exists()

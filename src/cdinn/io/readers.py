@@ -3,6 +3,7 @@ directory of frames) and EDF."""
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -81,15 +82,71 @@ def _hdf5_key(f: h5py.File, key: str | None, path: Path) -> str:
     raise InputError(f"{path}: cannot tell which dataset holds the pattern ({len(found)} candidates); name it with PATH::KEY")
 
 
-class HDF5Stack:
-    """N patterns in an HDF5 dataset, read as float32 only where indexed: a block of frames
-    costs its own memory, never the whole stack's (a detector's uint16/uint32 frames would
-    otherwise be read whole and converted whole).
+class FrameStack:
+    """N patterns in a file or directory, read as float32 only where indexed: a block of
+    frames costs its own memory, never the whole stack's (a detector's uint16/uint32 frames
+    would otherwise be read whole and converted whole).
 
     Indexing as a NumPy array's first axis (an integer or a slice) gives a float32 array;
-    ``shape``, ``ndim``, ``size`` and ``dtype`` (the stored type) describe the dataset. The
-    file stays open for reading until :meth:`close` (or the object is collected).
+    ``shape``, ``ndim``, ``size`` and ``dtype`` (the stored type) describe the stack.
     """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        raise NotImplementedError
+
+    def __iter__(self):
+        block = max(1, CHECK_BYTES // max(1, 4 * int(np.prod(self.shape[1:]))))
+        for lo in range(0, len(self), block):
+            yield from self[lo:lo + block]
+
+    def mask(self) -> np.ndarray | None:
+        """The stack's own bad-pixel mask, if its file has one."""
+        return None
+
+
+class TiffFrames(FrameStack):
+    """A directory of TIFF frames (sorted by name), one frame per pattern of a stack or per
+    slice of one 3D pattern; each frame is read when indexed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        if not self.files:
+            raise InputError(f"{path}: directory holds no .tif/.tiff frames")
+        first = _read_tiff(self.files[0])
+        self.shape, self.dtype = (len(self.files),) + first.shape, first.dtype
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        if isinstance(index, slice):
+            frames = [self._frame(p) for p in self.files[index]]
+            return np.stack(frames) if frames else np.empty((0,) + self.shape[1:], dtype=np.float32)
+        return self._frame(self.files[index])
+
+    def _frame(self, path: Path) -> np.ndarray:
+        image = _read_tiff(path)
+        if image.shape != self.shape[1:]:
+            raise InputError(f"{path}: frame shape {image.shape} differs from {self.shape[1:]} of {self.files[0].name}")
+        return image.astype(np.float32)
+
+
+class HDF5Stack(FrameStack):
+    """The patterns of a stack in an HDF5 dataset (see :class:`FrameStack`). The file stays
+    open for reading until :meth:`close` (or the object is collected)."""
 
     def __init__(self, path: Path, key: str | None):
         self.path = path
@@ -103,23 +160,13 @@ class HDF5Stack:
         except BaseException:
             self._file.close()
             raise
-        self.shape: tuple[int, ...] = tuple(self._data.shape)
-        self.dtype = self._data.dtype
-        self.ndim, self.size = len(self.shape), int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0] if self.shape else 0
+        self.shape, self.dtype = tuple(self._data.shape), self._data.dtype
 
     def __getitem__(self, index: int | slice) -> np.ndarray:
         try:
             return np.asarray(self._data[index], dtype=np.float32)
         except (OSError, ValueError) as exc:
             raise _cannot_read(self.path, exc, f"frames {index} of {self.key!r}") from None
-
-    def __iter__(self):
-        block = max(1, CHECK_BYTES // max(1, 4 * int(np.prod(self.shape[1:]))))
-        for lo in range(0, len(self), block):
-            yield from self[lo:lo + block]
 
     def mask(self) -> np.ndarray | None:
         """The file's own CXI mask, if it has one."""
@@ -137,18 +184,24 @@ def _hdf5_mask(f: h5py.File, path: Path) -> np.ndarray | None:
 
 
 def _tiff_dir(path: Path) -> np.ndarray:
-    frames = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-    if not frames:
-        raise InputError(f"{path}: directory holds no .tif/.tiff frames")
-    first = tifffile.imread(frames[0])
-    stack = np.empty((len(frames),) + first.shape, dtype=first.dtype)
-    stack[0] = first
-    for i, frame in enumerate(frames[1:], start=1):
-        img = tifffile.imread(frame)
-        if img.shape != first.shape:
-            raise InputError(f"{frame}: frame shape {img.shape} differs from {first.shape} of {frames[0].name}")
-        stack[i] = img
-    return stack
+    return TiffFrames(path)[:]
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """One TIFF file's image. tifffile logs what it finds wrong in a damaged file and may then
+    return an empty array: its log stays quiet here and the file is one clear error."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        image = tifffile.imread(path)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise _cannot_read(path, exc) from None
+    finally:
+        log.setLevel(level)
+    if image.size == 0:
+        raise InputError(f"{path}: cannot read (no image in the TIFF file)")
+    return image
 
 
 def split_key(spec: str | Path) -> tuple[Path, str | None]:
@@ -202,7 +255,7 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             with h5py.File(path, "r") as f:
                 return _hdf5_array(f, key, path), (_hdf5_mask(f, path) if key is None else None)
         if suffix in (".tif", ".tiff"):
-            return tifffile.imread(path), None
+            return _read_tiff(path), None
         if suffix == ".edf":
             import fabio
 
@@ -222,11 +275,12 @@ def _cannot_read(path: Path, exc: Exception, what: str = "") -> InputError:
                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt file'})")
 
 
-def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray | HDF5Stack, np.ndarray | None]:
+def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.ndarray | FrameStack, np.ndarray | None]:
     """Read a stack of N patterns ``(N, *spatial)`` (2D or 3D patterns) and its mask.
 
-    A float32 ``.npy`` comes back mapped from its file and an HDF5 dataset as an
-    :class:`HDF5Stack`, both read where indexed; other formats are read whole.
+    A float32 ``.npy`` comes back mapped from its file, an HDF5 dataset as an
+    :class:`HDF5Stack` and a directory of TIFF frames as :class:`TiffFrames`, all read where
+    indexed; other formats are read whole.
 
     The mask is one pattern's shape (shared) or the stack's (one per pattern); non-zero marks
     a pixel that was not measured. Each pattern is validated like :func:`read_pattern`'s.
@@ -239,6 +293,8 @@ def read_stack(spec: str | Path, mask: str | Path | None = None) -> tuple[np.nda
     elif suffix in (".h5", ".hdf5", ".cxi", ".nxs") and readable:
         data = HDF5Stack(path, key)
         own_mask = data.mask() if key is None else None
+    elif path.is_dir():
+        data, own_mask = TiffFrames(path), None
     else:
         data, own_mask = read_array(spec)
     # A float32 .npy stays mapped from its file (copy-on-write: the file never changes) and an

@@ -20,7 +20,7 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
     checked :data:`CHECK_BYTES` at a time). The input array is never modified: the result is
     a float32 copy, or, with ``copy=False`` and float32 input, the array itself (for arrays
     the caller owns, such as a file mapped copy-on-write). A stack read where indexed (an
-    object with ``shape``, ``dtype`` and slicing, such as :class:`cdinn.io.readers.HDF5Stack`)
+    object with ``shape``, ``dtype`` and slicing, such as :class:`cdinn.io.readers.FrameStack`)
     is checked a block at a time and returned as it is.
 
     Raises
@@ -28,7 +28,7 @@ def validate_intensity(data: np.ndarray, source: str = "input", ndims: tuple[int
     InputError
         With a one-line description naming ``source``.
     """
-    # a stack read where indexed (io.readers.HDF5Stack) is checked block by block, never read whole
+    # a stack read where indexed (io.readers.FrameStack) is checked block by block, never read whole
     lazy = not isinstance(data, np.ndarray) and hasattr(data, "shape") and hasattr(data, "dtype") and per_pattern
     a = data if lazy else np.asarray(data)
     if a.dtype.kind not in "biuf":

@@ -466,7 +466,7 @@ def invert_stack(
 ) -> Iterator[tuple[int, Result | InputError]]:
     """Invert a stack of patterns ``(N, *spatial)`` in network batches sized to memory
     (:func:`network_batch`), each pattern refined on its own; results in order. ``stack`` is
-    an array or a stack read where indexed (:class:`cdinn.io.readers.HDF5Stack`): one slice
+    an array or a stack read where indexed (:class:`cdinn.io.readers.FrameStack`): one slice
     of it is read per batch.
 
     ``mask`` is shared ``(*spatial)`` or per pattern ``(N, *spatial)``; ``options`` as for

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import tifffile
 
 from cdinn.io import Result, StackWriter, write_result
 
@@ -88,6 +89,23 @@ def workspace(root: Path) -> dict[str, str]:
     files["afile"] = str(root / "afile")
     (root / "adir.h5").mkdir()
     files["adir"] = str(root / "adir.h5")
+    tiffs = root / "tiffs"  # a detector's directory of frames, one of them damaged
+    tiffs.mkdir()
+    for i in range(3):
+        tifffile.imwrite(tiffs / f"f_{i}.tif", (rng.poisson(50, (32, 32)) + 1).astype(np.uint16))
+    (tiffs / "f_3.tif").write_bytes(b"II*\x00garbage")
+    files["tiffs"] = str(tiffs)
+    frames = (rng.poisson(50, (4, 32, 32)) + 1).astype(np.uint32)
+    with h5py.File(root / "zero_frame.h5", "w") as f:  # a stack whose third frame is empty
+        f.create_dataset("data", data=np.where(np.arange(4)[:, None, None] == 2, 0, frames), chunks=(1, 32, 32))
+    files["zero_frame_h5"] = str(root / "zero_frame.h5")
+    with h5py.File(root / "damaged.h5", "w") as f:  # a compressed stack with one chunk's bytes overwritten
+        f.create_dataset("data", data=frames, chunks=(1, 32, 32), compression="gzip")
+        offset = f["data"].id.get_chunk_info(2).byte_offset
+    raw = bytearray((root / "damaged.h5").read_bytes())
+    raw[offset:offset + 16] = b"\xff" * 16
+    (root / "damaged.h5").write_bytes(bytes(raw))
+    files["damaged_h5"] = str(root / "damaged.h5")
     ro = root / "readonly"
     ro.mkdir()
     ro.chmod(0o555)
@@ -134,6 +152,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("phase", "output is a directory", ["phase", "{p}", "-o", "{adir}"]),
     ("phase", "one bad input among several", ["phase", "{p}", "{nan}", "-o", "{outdir}"]),
     ("phase", "threads 0", ["phase", "{p}", "--threads", "0", "-o", "{out}"]),
+    ("phase", "damaged TIFF frame in a directory", ["phase", "{tiffs}", "-o", "{out}"]),
+    ("phase", "stack of TIFF frames, one damaged", ["phase", "{tiffs}", "--stack", "-o", "{out}"]),
+    ("phase", "HDF5 stack with a damaged chunk", ["phase", "{damaged_h5}", "--stack", "-o", "{out}"]),
     # invert
     ("invert", "unknown model", ["invert", "{p}", "--model", "nope", "-o", "{out}"]),
     ("invert", "model card not JSON", ["invert", "{p}", "--model", "{badcard}", "-o", "{out}"]),
@@ -150,6 +171,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("invert", "output over the mask", ["invert", "{p}", "--model", "cdinn2d", "--mask", "{maskz}", "-o", "{maskz}"]),
     ("invert", "NaN pattern", ["invert", "{nan}", "--model", "cdinn2d", "-o", "{out}"]),
     ("invert", "one bad input among several", ["invert", "{p}", "{nan}", "--model", "cdinn2d", "-o", "{outdir}"]),
+    ("invert", "HDF5 stack with an all-zero frame", ["invert", "{zero_frame_h5}", "--stack", "--model", "cdinn2d", "-o", "{out}"]),
     # prepare
     ("prepare", "missing frames", ["prepare", "{root}/nope.tif", "-o", "{root}/x.cxi"]),
     ("prepare", "size 4096", ["prepare", "{p}", "--size", "4096", "-o", "{root}/x.cxi"]),

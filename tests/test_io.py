@@ -290,6 +290,13 @@ def test_an_hdf5_stack_is_read_a_block_at_a_time_with_the_checks_of_a_whole_read
     block = data[2:5]
     assert block.dtype == np.float32 and np.array_equal(block, stack[2:5]) and np.array_equal(np.stack(list(data)), stack)
     data.close()
+    # the check's first block is kept (the first batches read it again, decompressed once), a copy each time
+    first = data[0:2]
+    assert np.array_equal(first, stack[0:2])
+    first[:] = -1
+    assert np.array_equal(data[1:3], stack[1:3])
+    with pytest.raises(InputError, match="cannot read frames"):
+        data[4:6]  # beyond it the closed file is read
 
     def write(array, name="bad.h5"):
         with h5py.File(tmp_path / name, "w") as f:

@@ -161,12 +161,24 @@ class HDF5Stack(FrameStack):
             self._file.close()
             raise
         self.shape, self.dtype = tuple(self._data.shape), self._data.dtype
+        self._first: tuple[int, np.ndarray] | None = None
 
     def __getitem__(self, index: int | slice) -> np.ndarray:
+        # The first block read (the check's, at most CHECK_BYTES) is kept: the batches that
+        # start the work read it again, and a stack that fits in it is decompressed once.
+        if isinstance(index, slice) and self._first is not None:
+            stop, block = self._first
+            lo, hi, step = index.indices(len(self))
+            if step == 1 and hi <= stop:
+                return block[lo:hi].copy()
         try:
-            return np.asarray(self._data[index], dtype=np.float32)
+            frames = np.asarray(self._data[index], dtype=np.float32)
         except (OSError, ValueError) as exc:
             raise _cannot_read(self.path, exc, f"frames {index} of {self.key!r}") from None
+        if self._first is None and isinstance(index, slice) and index.indices(len(self))[::2] == (0, 1) \
+                and frames.nbytes <= CHECK_BYTES:
+            self._first = (len(frames), frames)
+        return frames
 
     def mask(self) -> np.ndarray | None:
         """The file's own CXI mask, if it has one."""

@@ -132,16 +132,19 @@ class TiffFrames(FrameStack):
         self.shape, self.dtype = (len(self.files),) + first.shape, first.dtype
 
     def __getitem__(self, index: int | slice) -> np.ndarray:
-        if isinstance(index, slice):
-            frames = [self._frame(p) for p in self.files[index]]
-            return np.stack(frames) if frames else np.empty((0,) + self.shape[1:], dtype=np.float32)
-        return self._frame(self.files[index])
+        if not isinstance(index, slice):
+            return self._frame(self.files[index]).astype(np.float32)
+        files = self.files[index]
+        out = np.empty((len(files),) + self.shape[1:], dtype=np.float32)  # each frame converted into place
+        for k, path in enumerate(files):
+            out[k] = self._frame(path)
+        return out
 
     def _frame(self, path: Path) -> np.ndarray:
         image = _read_tiff(path)
         if image.shape != self.shape[1:]:
             raise InputError(f"{path}: frame shape {image.shape} differs from {self.shape[1:]} of {self.files[0].name}")
-        return image.astype(np.float32)
+        return image
 
 
 class HDF5Stack(FrameStack):
@@ -195,10 +198,6 @@ def _hdf5_mask(f: h5py.File, path: Path) -> np.ndarray | None:
     return None
 
 
-def _tiff_dir(path: Path) -> np.ndarray:
-    return TiffFrames(path)[:]
-
-
 def _read_tiff(path: Path) -> np.ndarray:
     """One TIFF file's image. tifffile logs what it finds wrong in a damaged file and may then
     return an empty array: its log stays quiet here and the file is one clear error."""
@@ -245,7 +244,7 @@ def read_array(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        return _tiff_dir(path), None
+        return TiffFrames(path)[:], None
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
     suffix = path.suffix.lower()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cdinn.errors import InputError
+from cdinn.models.base import PRECISIONS
 
 
 @dataclass
@@ -94,8 +95,8 @@ def load_config(path: str | Path) -> TrainConfig:
     _check_types(p, cfg)
     if cfg.optimizer not in ("adam", "sgd", "adam-sgd"):
         raise InputError(f"{p}: optimizer must be adam, sgd or adam-sgd, got {cfg.optimizer!r}")
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"{p}: precision must be auto, fp32 or bf16, got {cfg.precision!r}")
+    if cfg.precision not in PRECISIONS:
+        raise InputError(f"{p}: precision must be {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.scheduler not in ("plateau", "cosine", "none"):
         raise InputError(f"{p}: scheduler must be plateau, cosine or none, got {cfg.scheduler!r}")
     for stage in cfg.stages:

@@ -137,3 +137,63 @@ def test_the_history_is_one_buffer_per_block(state):
     assert [tuple(h.shape) for h in state.history] == [(5, 1), (2, 1), (7, 1), (3, 1)]
     assert state.chi2_history().shape == (17, 1)
     assert np.all(np.isfinite(state.chi2_history()))
+
+
+def _counted(obj: torch.Tensor, seed: int) -> torch.Tensor:
+    """A pattern of photon counts (1e6 photons) of a centred object: it has a noise floor."""
+    from cdinn.physics.fourier import intensity
+    from cdinn.physics.noise import poisson_noise
+
+    return poisson_noise(intensity(obj), 1e6, generator=torch.Generator().manual_seed(seed))
+
+
+def _crystal(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    support = torch.zeros(32, 32, dtype=torch.bool)
+    support[10:22, 11:21] = True
+    obj = torch.polar(0.5 + torch.rand(32, 32, generator=gen), 0.5 * torch.rand(32, 32, generator=gen)) * support
+    return obj, support
+
+
+def iterations(state):
+    return state.chi2_history().shape[0]
+
+
+def test_break_leaves_its_group_once_every_object_fits_to_the_noise_floor():
+    obj, support = _crystal(1)
+    measurement = Measurement(_counted(obj, 0))
+    recipe = "ER**3 * (ER**2 * BREAK(below={}))**3 * ER"
+    # from the true object: converged at the first check (chi² 1.0x floor, below 1.5x)
+    state = run(State.from_object(measurement, obj, support), parse_recipe(recipe.format(1.5)))
+    assert iterations(state) == 1 + 3
+    assert [st["taken"] for st in state.stages if st["stage"].startswith("BREAK")] == [True]
+    # a limit below what the true object reaches is never met: every repetition runs
+    state = run(State.from_object(measurement, obj, support), parse_recipe(recipe.format(0.01)))
+    assert iterations(state) == 1 + 6 + 3
+    assert [st["taken"] for st in state.stages if st["stage"].startswith("BREAK")] == [False] * 3
+    # a random start is far above its floor: never taken either
+    gen = torch.Generator().manual_seed(2)
+    start = torch.polar(torch.rand(32, 32, generator=gen), 6.28 * torch.rand(32, 32, generator=gen)) * support
+    state = run(State.from_object(measurement, start, support), parse_recipe(recipe.format(1.5)))
+    assert iterations(state) == 10
+
+
+def test_break_is_never_taken_without_a_noise_floor(state):
+    """The fixture's pattern is not photon counts: nothing says when it fits."""
+    run(state, parse_recipe("(ER * BREAK(below=99))**4"))
+    assert iterations(state) == 4 and state.measurement.floors == [None]
+
+
+def test_break_in_a_stack_waits_for_every_pattern():
+    crystals = [_crystal(s) for s in (3, 4)]
+    measurement = Measurement.stacked([Measurement(_counted(o, s)) for s, (o, _) in enumerate(crystals)])
+    supports = torch.stack([s for _, s in crystals])
+    truth = torch.stack([o for o, _ in crystals])
+    recipe = parse_recipe("ER * (ER**2 * BREAK(below=1.5))**2")
+    state = run(State.from_object(measurement, truth, supports), recipe)
+    assert iterations(state) == 1 and state.stages[0]["taken"] and len(state.stages[0]["chi2_each"]) == 2
+    gen = torch.Generator().manual_seed(5)
+    mixed = truth.clone()
+    mixed[1] = torch.polar(torch.rand(32, 32, generator=gen), 6.28 * torch.rand(32, 32, generator=gen)) * supports[1]
+    state = run(State.from_object(measurement, mixed, supports), recipe)
+    assert iterations(state) == 5  # pattern 0 has converged, pattern 1 has not

@@ -23,8 +23,11 @@ starting from the prediction and its support; OP**N is N steps of OP:
   AD(lr=0.02)              automatic-differentiation steps on the object (3D-CDI-NN)
   TL(lr=0.006)             per-pattern unsupervised fine-tuning of the network (transfer learning)
   DIP(lr=0.006)            fitting a randomly initialised copy of the network (untrained network)
+  BREAK(below=1.0)         leave the enclosing (...)**N once every chi² is within below x the
+                           counting-noise floor (photon counts only)
 examples: "ER**50" (the AutoPhaseNN paper's protocol), "ER**20 * AD**10", "ER**10 * TL**3",
-"(SUP * ER**10 * HIO**40)**3"; none = the network alone. The earlier forms er:N, pr:N, ad:N,
+"(SUP * ER**10 * HIO**40)**3", "ER**20 * SUP * (ER**10 * HIO**20 * SUP * BREAK)**4";
+none = the network alone. The earlier forms er:N, pr:N, ad:N,
 tl:N, dip:N chained with '+' still work and are recorded as the recipe they mean.
 
 models: a shipped model name (cdinn models lists them), a .pt file with its .json card, or a

@@ -34,9 +34,12 @@ from cdinn.retrieval.engine import batch_pays, patterns_per_batch, phase_batch, 
 from cdinn.retrieval.recipe import DEFAULT_RECIPE, RecipeError, Step, parse_recipe
 from cdinn.retrieval.state import Measurement, State, run
 
-DEFAULT_REFINE = "AVG**10 * ER**20 * (SUP * ER**10 * HIO**20)**2 * SUP * ER**10 * HIO**30"
+DEFAULT_REFINE = "AVG**10 * ER**20 * SUP * (ER**10 * HIO**20 * SUP * BREAK(below=1.1))**2 * ER**10 * HIO**30"
 """What ``cdinn invert`` runs after the network unless told otherwise (see docs/design.md for
-the measurement that chose it)."""
+the measurement that chose it): HIO**30 and ER**10 from the network's start, then up to two more
+shrink-wrapped HIO**20 + ER**10 blocks, left as soon as the last ER iteration's chi² is within
+1.1x the counting-noise floor (the finishing SUP, ER**20 and AVG**10 take it below), 70-130
+iterations."""
 
 DEFAULT_DILATION = 2
 """Voxels by which the network's support is grown before refinement: a support that misses
@@ -51,11 +54,12 @@ than the true object would: it has stagnated. A solution fits part of the noise 
 stagnated ones at 0.87-1.96; with retries above 1.0 the default recovered 59 of 60 (1.10: 58,
 0.95: 59 with more retries)."""
 
-RETRIES = ({"recipe": "AVG**10 * ER**20 * (SUP * ER**10 * HIO**40)**4", "dilation": 4},
+RETRIES = ({"recipe": "AVG**10 * ER**20 * SUP * (ER**10 * HIO**40 * SUP * BREAK)**3 * ER**10 * HIO**40", "dilation": 4},
            {"phase_seed": 0}, {"phase_seed": 1}, {"phase_seed": 2})
 """What the default refinement tries, in order, while the best result so far has not converged:
-the network's support grown by 4 voxels with a longer HIO schedule (190 iterations; recovered 5
-of the 6 stagnated tuning crystals), then ``cdinn phase``'s default from up to three random
+the network's support grown by 4 voxels with a longer HIO schedule (up to 190 iterations, left
+for the final ER and AVG once it fits to the noise floor; recovered 5 of the 6 stagnated tuning
+crystals), then ``cdinn phase``'s default from up to three random
 starts (``seed + phase_seed``), one at a time. The lowest chi² of all attempts is kept."""
 
 _LEGACY = {"er": "ER**{n}", "ad": "AD**{n}", "tl": "TL**{n}", "dip": "DIP**{n}"}
@@ -580,6 +584,9 @@ def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: 
     measurement is the N patterns (:meth:`Measurement.stacked`), item ``i`` of the iterate
     against pattern ``i``, so every operator of ``recipe`` runs once on the batch.
 
+    A BREAK in ``recipe`` leaves its loop when every pattern of the batch has converged (one
+    pattern alone may leave it earlier: its result can then differ from :func:`invert`'s).
+
     ``raw`` ``(N, *out)``: the network's predictions; ``transforms``: each pattern's grid transform;
     ``predict_s``: each pattern's share of the network time. Retries (:data:`RETRIES`) run
     afterwards, pattern by pattern, for those above their counting-noise floor. Returns a
@@ -613,7 +620,7 @@ def refine_batch(patterns: Sequence[tuple[np.ndarray, np.ndarray | None]], raw: 
     run(state, steps)
     refine_s = (time.perf_counter() - t) / len(kept)
     objects, supports, chi2, history = state.objects(), state.supports(), state.chi2().tolist(), state.chi2_history()
-    floors = noise_floors(stacked.intensity, stacked.mask, ndim=stacked.ndim)
+    floors = stacked.floors  # computed once: a BREAK in the recipe may have asked already
     retrying = recipe == refinement_recipe(DEFAULT_REFINE) if retry is None else retry
     stages = [[{"stage": st["stage"], "chi2": st["chi2_each"][k],
                 "seconds": st["seconds"] if st["stage"] == "network" else st["seconds"] / len(kept)}

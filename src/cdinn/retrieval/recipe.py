@@ -25,15 +25,23 @@ TL(lr=0.006)           a step of per-pattern unsupervised fine-tuning of the net
                        made the prediction (cdinn invert only)
 DIP(lr=0.006)          the same from a randomly initialised copy of the network: phase
                        retrieval by an untrained network (cdinn invert only)
+BREAK(below=1.0)       leave the enclosing repeated group ``( ... )**N`` once every object's
+                       chi² is at most ``below`` times its pattern's counting-noise floor
+                       (:func:`cdinn.physics.noise.noise_floor_chi2`): it fits the data as
+                       well as the true object would, so more searching cannot pay. Never
+                       taken for a pattern that is not photon counts (no known floor)
 
 ``OP**N`` is N steps of OP; consecutive steps of one operator form a block that keeps its
-optimiser (``AD**10``: one Adam run of 10 steps).
+optimiser (``AD**10``: one Adam run of 10 steps). A search that stops once it has converged,
+then finishes: ``AVG**10 * ER**20 * SUP * (ER**10 * HIO**20 * SUP * BREAK)**3 * ER**10 * HIO**30``
+runs HIO**30 and ER**10, then up to three times BREAK (the chi² of the last ER iteration against
+the floor), SUP, HIO**20 and ER**10, then SUP, ER**20 and AVG**10.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cdinn.errors import InputError
 
@@ -52,10 +60,12 @@ OPERATORS: dict[str, dict[str, float]] = {
     "AD": {"lr": 0.02},
     "TL": {"lr": 0.006},
     "DIP": {"lr": 0.006},
+    "BREAK": {"below": 1.0},
 }
 ITERATING = ("ER", "HIO", "RAAR", "DM", "AVG", "AD", "TL", "DIP")
 RANGES: dict[str, tuple[float, float]] = {
     "beta": (0.0, 2.0), "sigma": (0.0, 50.0), "threshold": (0.0, 1.0), "lr": (0.0, 10.0),
+    "below": (0.0, 100.0),
 }
 """Open intervals a parameter must lie in; outside them an operator only destroys the object."""
 
@@ -75,10 +85,15 @@ MAX_STEPS = 1_000_000
 
 @dataclass(frozen=True)
 class Step:
-    """One operator application with its parameters."""
+    """One operator application with its parameters.
+
+    ``skip``: for BREAK, how many of the following steps it skips when taken (the rest of its
+    repeated group, all repetitions); set by the parser, -1 until the group is known.
+    """
 
     name: str
     params: dict[str, float] = field(default_factory=dict)
+    skip: int = 0
 
     def __str__(self) -> str:
         if not self.params:
@@ -140,9 +155,13 @@ class _Parser:
             num = self.take("NUM")
             if not num[1].isdigit() or int(num[1]) < 1:
                 raise self.error("the exponent must be a positive integer", num[2])
-            if len(steps) * int(num[1]) > MAX_STEPS:
+            n = int(num[1])
+            if len(steps) * n > MAX_STEPS:
                 raise self.error(f"more than {MAX_STEPS} steps", num[2])
-            steps = steps * int(num[1])
+            # A BREAK not yet in a group leaves this one: it skips the rest of its repetition
+            # and every later repetition.
+            steps = [replace(s, skip=len(steps) - p - 1 + (n - k - 1) * len(steps)) if s.skip < 0 else s
+                     for k in range(n) for p, s in enumerate(steps)]
         return steps
 
     def atom(self) -> list[Step]:
@@ -179,7 +198,7 @@ class _Parser:
                     continue
                 break
             self.take("SYM", ")")
-        return [Step(name, params)]
+        return [Step(name, params, skip=-1 if name == "BREAK" else 0)]
 
 
 def parse_recipe(text: str) -> list[Step]:
@@ -196,6 +215,9 @@ def parse_recipe(text: str) -> list[Step]:
     steps = parser.product()
     if parser.peek() is not None:
         raise parser.error(f"unexpected {parser.peek()[1]!r}")  # type: ignore[index]
+    if any(s.skip < 0 for s in steps):
+        raise RecipeError(f"recipe {text!r}: BREAK leaves a repeated group, so it must sit inside one, "
+                          "e.g. '(ER**10 * HIO**20 * SUP * BREAK)**3'")
     if not any(s.name in ITERATING for s in steps):
         raise RecipeError(f"recipe {text!r} has no iterating operator ({', '.join(ITERATING)})")
     return steps

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from cdinn.errors import InputError
 from cdinn.physics.fourier import as_tensor, from_native, match_norm, to_native
 from cdinn.physics.metrics import chi2_amplitude
-from cdinn.physics.noise import noise_floor_chi2
+from cdinn.physics.noise import noise_floor_chi2, noise_floors
 from cdinn.physics.support import shrink_wrap
 from cdinn.retrieval import graphs
 from cdinn.retrieval.algorithms import ALGORITHMS
@@ -94,8 +94,15 @@ class Measurement:
         """The chi² counting noise alone gives the true object (:func:`noise_floor_chi2`; None
         when the pattern is not photon counts), computed once per measurement of one pattern."""
         if self.patterns is not None:
-            raise ValueError("a stacked measurement has a floor per pattern: cdinn.physics.noise.noise_floors")
+            raise ValueError("a stacked measurement has a floor per pattern: Measurement.floors")
         return noise_floor_chi2(self.intensity, self.mask)
+
+    @functools.cached_property
+    def floors(self) -> list[float | None]:
+        """The counting-noise floor of each pattern (one item unless stacked), computed once."""
+        if self.patterns is None:
+            return [self.noise_floor]
+        return noise_floors(self.intensity, self.mask, ndim=self.ndim)
 
 
 class NetworkOperator(Protocol):
@@ -245,6 +252,16 @@ def _autodiff(state: State, step: Step, count: int) -> None:
         state.x = (torch.view_as_complex(params.detach()) * scale * inside).contiguous()
 
 
+def converged(state: State, chi2: torch.Tensor, below: float) -> bool:
+    """Whether every object's ``chi2`` is at most ``below`` times its pattern's counting-noise
+    floor (all starts of one pattern share its floor); never for a pattern without a floor."""
+    floors = state.measurement.floors
+    if any(f is None for f in floors):
+        return False
+    limit = torch.tensor(floors, dtype=chi2.dtype, device=chi2.device).repeat_interleave(len(chi2) // len(floors))
+    return bool((chi2 <= below * limit).all())
+
+
 def _network(state: State, step: Step, count: int) -> None:
     if state.network is None:
         raise InputError(f"{step.name} tunes a network: use it in `cdinn invert --refine`, not in `cdinn phase`")
@@ -259,18 +276,40 @@ def run(state: State, steps: Sequence[Step], progress: bool = False, label: str 
     """Apply a recipe's steps (execution order) to ``state``, block by block.
 
     Each block appends ``{"stage", "chi2", "seconds"}`` to ``state.stages``; the AVG average
-    of a previous block ends when a later block changes the objects.
+    of a previous block ends when a later block changes the objects. A BREAK that finds every
+    object :func:`converged` skips the rest of its group (``"taken": True`` in its stage).
     """
     n_iter = sum(count for step, count in blocks(steps) if step.name in ITERATING)
     # no bar object at all without progress: creating a disabled one cost 0.17 ms per pattern of a stack
     bar = tqdm(total=n_iter * state.x.shape[0], desc=label, unit="it", leave=False) if progress else None
+    latest: torch.Tensor | None = None  # chi² of the last iteration, while no other step changed the objects
+    i = 0
     with torch.no_grad():
-        for step, count in blocks(steps):
+        while i < len(steps):
+            step, count = steps[i], 1
+            while step.name != "BREAK" and i + count < len(steps) and steps[i + count] == step:
+                count += 1
+            i += count
             t = time.perf_counter()
+            if step.name == "BREAK":
+                chi2 = state.chi2() if latest is None else latest
+                taken = converged(state, chi2, step.params["below"])
+                if taken:
+                    if bar is not None:  # the bar ends full at the iterations that ran
+                        bar.total -= state.x.shape[0] * sum(s.name in ITERATING for s in steps[i:i + step.skip])
+                        bar.refresh()
+                    i += step.skip
+                state.stages.append({"stage": str(step), "chi2": float(chi2.min()), "taken": taken,
+                                     "seconds": time.perf_counter() - t})
+                if state.measurement.patterns is not None:
+                    state.stages[-1]["chi2_each"] = chi2.tolist()
+                continue
             if step.name != "AVG" and step.name != "SUP" and state.average is not None:
                 state.average, state.n_average, state.reference = None, 0, None
             OPERATORS[step.name](state, step, count)
-            chi2 = state.history[-1][-1] if step.name in ITERATING and state.history else state.chi2()
+            chi2 = latest = state.history[-1][-1] if step.name in ITERATING and state.history else state.chi2()
+            if step.name not in ITERATING:
+                latest = None
             state.stages.append({"stage": f"{step}**{count}" if count > 1 else str(step),
                                  "chi2": float(chi2.min()), "seconds": time.perf_counter() - t})
             if state.measurement.patterns is not None:  # N patterns: each result gets its own

@@ -31,11 +31,11 @@ def write(tmp_path, text, name="cfg.toml"):
 
 @pytest.mark.parametrize(
     "family, kwargs, size",
-    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("autophasenn", {"width": 2, "size": 32, "space_to_depth": 2}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
+    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("autophasenn", {"width": 2, "size": 32, "space_to_depth": 2}, 32), ("autophasenn", {"width": 2, "size": 32, "autocorrelation": True}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
 )
 def test_every_family_builds_and_trains_one_step(family, kwargs, size):
     model = build(family, **kwargs)
-    x = torch.rand((2, 1) + (size,) * model.ndim)
+    x = model.prepare(torch.rand((2,) + (size,) * model.ndim) * 100)
     out = model(x)
     assert out["amplitude"].shape == (2,) + (model.output_size,) * model.ndim
     assert float(out["phase"].detach().abs().max()) <= torch.pi + 1e-5
@@ -409,3 +409,36 @@ def test_targets_are_centred_where_the_generator_is_not():
         data = GeneratedPatterns(configs, 6, 64, 64, centre=centre)
         offsets = [float((torch.nonzero(data[i]["support"]).float().mean(0) - 32).abs().max()) for i in range(6)]
         assert (max(offsets) <= 0.5) == centre, offsets
+
+
+def test_the_autocorrelation_channel_is_the_patterns_inverse_transform_and_shows_the_shape():
+    """Channel 2 is |inverse FFT(I)| over its peak, log-scaled; its support is the difference
+    body of the crystal: a 10-voxel cube's autocorrelation reaches 9 voxels either side of the
+    centre (19 in all), and the channel's extent follows the crystal's size."""
+    import numpy as np
+
+    from cdinn.models.base import AUTOCORRELATION_RANGE
+    from cdinn.physics.fourier import intensity, pad_to
+
+    model = build("autophasenn", width=2, size=32, input_scale="log", autocorrelation=True)
+    assert model.config["autocorrelation"] and model.describe()["input_channels"] == ["counts", "autocorrelation"]
+    extents = []
+    for side in (6, 10):
+        pattern = intensity(pad_to(torch.ones((side,) * 3, dtype=torch.complex64), (32,) * 3))
+        x = model.prepare(pattern.unsqueeze(0))
+        assert x.shape == (1, 2, 32, 32, 32)
+        assert torch.allclose(x[0, 0], model.prepare(pattern.unsqueeze(0))[0, 0])
+        assert torch.allclose(x[0, 0], pattern.log1p() / pattern.log1p().max())
+        a = np.abs(np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(pattern.double().numpy()))))
+        expected = np.log1p(AUTOCORRELATION_RANGE * a / a.max()) / np.log1p(AUTOCORRELATION_RANGE)
+        assert np.allclose(x[0, 1].numpy(), expected, atol=1e-4)
+        line = x[0, 1, 16, 16].numpy()
+        extents.append(int((line > 0.25).sum()))
+    assert extents == [11, 19]
+    # a detector gap (two planes, filled from their neighbours): the shape survives
+    mask = torch.zeros((1, 32, 32, 32), dtype=torch.bool)
+    mask[0, 21:23] = True
+    masked = model.prepare(pattern.unsqueeze(0), mask)
+    assert float(masked[0, 0][mask[0]].abs().max()) == 0.0
+    assert float((masked[0, 1] - x[0, 1]).abs().mean()) < 0.06
+    assert int((masked[0, 1, 16, 16] > 0.25).sum()) == 19

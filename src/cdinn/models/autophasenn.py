@@ -13,7 +13,8 @@ from cdinn.models.registry import register
 
 @register("autophasenn")
 class AutoPhaseNN(CDIModel):
-    """64³ pattern in (``sqrt(I)`` or ``log(1 + I)``, normalised by its maximum), 32³ amplitude and phase out.
+    """64³ pattern in (``sqrt(I)`` or ``log(1 + I)``, normalised by its maximum; with
+    ``autocorrelation``, the pattern's autocorrelation as a second channel), 32³ amplitude and phase out.
 
     Encoder blocks of [conv 3³ -> LeakyReLU(0.01) -> BatchNorm] x2 at 32, 64, 128, 256
     channels with max-pooling between them (64 -> 8); two decoders back up to half the input
@@ -25,13 +26,15 @@ class AutoPhaseNN(CDIModel):
     family = "autophasenn"
     ndim = 3
 
-    def __init__(self, width: int = 32, size: int = 64, input_scale: str = "sqrt", space_to_depth: int = 1):
+    def __init__(self, width: int = 32, size: int = 64, input_scale: str = "sqrt", space_to_depth: int = 1,
+                 autocorrelation: bool = False):
         super().__init__()
         if input_scale not in ("sqrt", "log"):
             raise ValueError(f"input_scale must be sqrt or log, got {input_scale!r}")
         if space_to_depth not in (1, 2) or size % (16 * space_to_depth):
             raise ValueError(f"space_to_depth must be 1 or 2 and divide size {size} / 16")
         self.input_scale = input_scale
+        self.autocorrelation = bool(autocorrelation)
         # With space_to_depth = 2 the encoder starts on the folded 32³ grid, one level fewer:
         # its bottleneck stays at 1/8 of the input, and the 64³ level (most of the cost) goes.
         levels = 4 if space_to_depth == 1 else 3
@@ -39,7 +42,7 @@ class AutoPhaseNN(CDIModel):
         self.input_size = size
         self.output_size = size // 2
         self.fold = SpaceToDepth3d(space_to_depth)
-        self.encoder = Encoder(3, space_to_depth**3, widths, lrelu_bn_block)
+        self.encoder = Encoder(3, space_to_depth**3 * (1 + self.autocorrelation), widths, lrelu_bn_block)
         rev = list(reversed(widths))[1:]
         n_up = len(rev) - 1 + (space_to_depth == 2)
         self.amplitude_decoder = Decoder(3, widths[-1], rev, n_up, lrelu_bn_block)
@@ -47,6 +50,8 @@ class AutoPhaseNN(CDIModel):
         self.config = {"width": width, "size": size, "input_scale": input_scale}
         if space_to_depth > 1:
             self.config["space_to_depth"] = space_to_depth
+        if self.autocorrelation:
+            self.config["autocorrelation"] = True
 
     def heads(self, amplitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code = self.encoder(self.fold(amplitude))

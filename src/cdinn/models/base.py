@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cdinn.models.cpu_inference import fuse_for_inference, swap_for_cpu
+from cdinn.physics.support import autocorrelation, fill_masked
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
@@ -23,7 +24,11 @@ class CDIModel(nn.Module):
     Input convention (recorded in every model card): the network sees ``sqrt(I)`` normalised
     to maximum 1 (``input_scale = "sqrt"``, the papers' choice) or ``log(1 + I)`` normalised
     to maximum 1 (``"log"``, which lifts the weak high-q fringes that carry the facets), shape
-    ``(B, 1, *input)``, zero frequency at the centre, unmeasured pixels zero.
+    ``(B, 1, *input)``, zero frequency at the centre, unmeasured pixels zero. A model with
+    ``autocorrelation = True`` sees a second channel: the modulus of the pattern's inverse
+    transform (:func:`autocorrelation_channel`), the object's autocorrelation, whose support is
+    the crystal's shape doubled: real-space shape information that a convolutional encoder
+    of the pattern alone would have to learn a Fourier transform to reach.
     """
 
     family: str = ""
@@ -31,19 +36,23 @@ class CDIModel(nn.Module):
     input_size: int = 64
     output_size: int = 32
     input_scale: str = "sqrt"
+    autocorrelation: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.config: dict[str, Any] = {}
 
     def prepare(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The network input from measured counts ``(B, *input)``: ``(B, 1, *input)``, scaled per pattern."""
-        x = intensity.float().clamp_min(0)
-        x = x.log1p() if self.input_scale == "log" else x.sqrt()
+        """The network input from measured counts ``(B, *input)``: ``(B, C, *input)``, scaled
+        per pattern (``C`` = 2 with the autocorrelation channel, else 1)."""
+        counts = intensity.float().clamp_min(0)
+        x = counts.log1p() if self.input_scale == "log" else counts.sqrt()
         if mask is not None:
             x = x * (~mask.bool())
-        peak = x.flatten(start_dim=x.ndim - self.ndim).amax(dim=-1).clamp_min(1e-12)
-        return (x / peak.reshape(peak.shape + (1,) * self.ndim)).unsqueeze(-self.ndim - 1)
+        channels = [_per_pattern_max(x, self.ndim)]
+        if self.autocorrelation:
+            channels.append(autocorrelation_channel(counts, mask, self.ndim))
+        return torch.stack(channels, dim=-self.ndim - 1)
 
     def forward(self, amplitude: torch.Tensor) -> dict[str, torch.Tensor]:
         """``amplitude``: the prepared input ``(B, 1, *input)``; returns ``amplitude`` and ``phase`` maps."""
@@ -99,9 +108,30 @@ class CDIModel(nn.Module):
             "input_shape": [self.input_size] * self.ndim,
             "output_shape": [self.output_size] * self.ndim,
             "input_scale": self.input_scale,
+            "input_channels": ["counts", "autocorrelation"] if self.autocorrelation else ["counts"],
             "parameters": sum(p.numel() for p in self.parameters()),
             "config": self.config,
         }
+
+
+AUTOCORRELATION_RANGE = 1e4
+"""Dynamic range of the autocorrelation channel: its log maps [1e-4, 1] of the peak to [0, 1]."""
+
+
+def _per_pattern_max(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    peak = x.flatten(start_dim=x.ndim - ndim).amax(dim=-1).clamp_min(1e-12)
+    return x / peak.reshape(peak.shape + (1,) * ndim)
+
+
+def autocorrelation_channel(counts: torch.Tensor, mask: torch.Tensor | None, ndim: int) -> torch.Tensor:
+    """The autocorrelation input of a batch of patterns ``(B, *input)``: ``|inverse(I)|``
+    (unmeasured pixels filled from their neighbours first), over its peak, log-scaled so that
+    1e-4 of the peak maps to 0 and the peak to 1. The shape sits in its weak outer part: the
+    overlap of a crystal with its shifted copy falls to zero at twice the crystal's extent."""
+    if mask is not None:
+        counts = fill_masked(counts, mask.bool(), ndim=ndim)
+    a = _per_pattern_max(autocorrelation(counts, ndim), ndim)
+    return torch.log1p(AUTOCORRELATION_RANGE * a) / math.log1p(AUTOCORRELATION_RANGE)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")

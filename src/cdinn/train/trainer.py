@@ -376,7 +376,9 @@ def write_card(path: Path, cfg: TrainConfig, model: torch.nn.Module, results: di
         "arguments": cfg.arguments,
         "architecture": model.describe(),
         "description": cfg.description,
-        "input": model.describe().get("input_scale", "sqrt") + "-scaled counts normalised to max 1, zero frequency at the array centre",
+        "input": model.describe().get("input_scale", "sqrt") + "-scaled counts normalised to max 1, zero frequency at the array centre"
+                 + ("; second channel: the pattern's autocorrelation, log-scaled over 1e-4..1 of its peak"
+                    if getattr(model, "autocorrelation", False) else ""),
         "data": cfg.data,
         "loss": cfg.loss,
         "optimizer": cfg.optimizer,

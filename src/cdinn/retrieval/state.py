@@ -183,15 +183,22 @@ class State:
         return rows
 
 
+def block_length(steps: Sequence[Step], i: int) -> int:
+    """How many steps from ``steps[i]`` repeat it: ``AD**10`` is one block of 10 steps, so an
+    optimiser (AD, TL, DIP) keeps its state within a block; a BREAK stands alone."""
+    n = 1
+    while steps[i].name != "BREAK" and i + n < len(steps) and steps[i + n] == steps[i]:
+        n += 1
+    return n
+
+
 def blocks(steps: Sequence[Step]) -> list[tuple[Step, int]]:
-    """Consecutive repeats of one step as ``(step, count)``: ``AD**10`` is one block of 10 steps,
-    so an optimiser (AD, TL, DIP) keeps its state within a block."""
+    """Consecutive repeats of one step as ``(step, count)`` (:func:`block_length`)."""
     out: list[tuple[Step, int]] = []
-    for step in steps:
-        if out and out[-1][0] == step:
-            out[-1] = (step, out[-1][1] + 1)
-        else:
-            out.append((step, 1))
+    i = 0
+    while i < len(steps):
+        out.append((steps[i], block_length(steps, i)))
+        i += out[-1][1]
     return out
 
 
@@ -279,16 +286,14 @@ def run(state: State, steps: Sequence[Step], progress: bool = False, label: str 
     of a previous block ends when a later block changes the objects. A BREAK that finds every
     object :func:`converged` skips the rest of its group (``"taken": True`` in its stage).
     """
-    n_iter = sum(count for step, count in blocks(steps) if step.name in ITERATING)
+    n_iter = sum(s.name in ITERATING for s in steps)
     # no bar object at all without progress: creating a disabled one cost 0.17 ms per pattern of a stack
     bar = tqdm(total=n_iter * state.x.shape[0], desc=label, unit="it", leave=False) if progress else None
     latest: torch.Tensor | None = None  # chi² of the last iteration, while no other step changed the objects
     i = 0
     with torch.no_grad():
         while i < len(steps):
-            step, count = steps[i], 1
-            while step.name != "BREAK" and i + count < len(steps) and steps[i + count] == step:
-                count += 1
+            step, count = steps[i], block_length(steps, i)
             i += count
             t = time.perf_counter()
             if step.name == "BREAK":
@@ -307,9 +312,8 @@ def run(state: State, steps: Sequence[Step], progress: bool = False, label: str 
             if step.name != "AVG" and step.name != "SUP" and state.average is not None:
                 state.average, state.n_average, state.reference = None, 0, None
             OPERATORS[step.name](state, step, count)
-            chi2 = latest = state.history[-1][-1] if step.name in ITERATING and state.history else state.chi2()
-            if step.name not in ITERATING:
-                latest = None
+            chi2 = state.history[-1][-1] if step.name in ITERATING and state.history else state.chi2()
+            latest = chi2 if step.name in ITERATING else None
             state.stages.append({"stage": f"{step}**{count}" if count > 1 else str(step),
                                  "chi2": float(chi2.min()), "seconds": time.perf_counter() - t})
             if state.measurement.patterns is not None:  # N patterns: each result gets its own

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from cdinn.cli.main import main
 from cdinn.errors import InputError
 from cdinn.models import build, families, load_model
 from cdinn.train import FourierLoss, SupervisedLoss, TransferLearningLoss, load_config, train
+from cdinn.simulate.masks import MaskSpec, detector_mask
 from cdinn.train.data import GeneratedPatterns, simulation_configs
 
 TINY = """
@@ -117,6 +119,62 @@ def test_samples_depend_only_on_seed_and_index():
     # Oversampling drawn across [2.2, 4]: the object grid covers 1/2.2 of the pattern at most.
     extents = [int(a[i]["support"].any(dim=(1, 2)).sum()) for i in range(6)]
     assert max(extents) <= 32 / 2.2 + 1 and min(extents) < max(extents)
+
+
+def test_simulated_detector_masks_depend_only_on_seed_and_index():
+    """Masked samples: the pattern is zero where the mask says unmeasured, the mask is drawn from
+    the dataset seed and the index alone, and roughly the requested fraction is masked."""
+    configs = simulation_configs("faceted", 32, 3, oversampling=(2.2, 4.0), seed=5)
+    spec = MaskSpec(probability=0.5, beamstop=(2.0, 2.0), gaps=(1, 1), gap_width=(2, 2), dead_lines=(1, 1))
+    a = GeneratedPatterns(configs, 24, 32, 16, masks=spec)
+    b = GeneratedPatterns(configs, 4, 32, 16, first=20, masks=spec)
+    plain = GeneratedPatterns(configs, 24, 32, 16)
+    assert "mask" not in plain[0]
+    for k in range(4):
+        assert torch.equal(a[20 + k]["mask"], b[k]["mask"]) and torch.equal(a[20 + k]["intensity"], b[k]["intensity"])
+    masked = [i for i in range(24) if bool(a[i]["mask"].any())]
+    assert 6 <= len(masked) <= 18
+    for i in masked:
+        item, full = a[i], plain[i]
+        assert float(item["intensity"][item["mask"]].abs().sum()) == 0.0
+        assert torch.equal(item["intensity"][~item["mask"]], full["intensity"][~item["mask"]])
+        assert torch.equal(item["amplitude"], full["amplitude"])  # the object does not change
+    assert any(bool(a[i]["mask"][16, 16, 16]) for i in masked)  # a beamstop over the centre
+    assert not any(bool(a[i]["mask"].any()) for i in set(range(24)) - set(masked))
+
+
+def test_training_with_masks_passes_them_to_the_network_and_the_loss(tmp_path, monkeypatch):
+    text = TINY.format(epochs=1).replace("seed = 3 }", "seed = 3, masks = { probability = 1.0 } }")
+    seen = []
+    prepare = build("cdinn2d", width=4, size=32).prepare.__func__
+
+    def spy(self, intensity, mask=None):
+        seen.append(mask)
+        return prepare(self, intensity, mask)
+
+    monkeypatch.setattr(type(build("cdinn2d", width=4, size=32)), "prepare", spy)
+    assert main(["train", str(write(tmp_path, text)), "--run-dir", str(tmp_path / "run"), "-q"]) == 0
+    assert seen and all(m is not None and m.dtype == torch.bool for m in seen) and any(bool(m.any()) for m in seen)
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["data"]["masks"] == {"probability": 1.0}
+
+
+def test_detector_mask_shapes():
+    rng = np.random.default_rng(0)
+    assert not detector_mask((16, 16), MaskSpec(probability=0.0), rng).any()
+    stop = MaskSpec(probability=1.0, beamstop=(1.5, 1.5), gaps=(0, 0), dead_lines=(0, 0))
+    found = [detector_mask((16, 16, 16), stop, rng) for _ in range(20)]
+    stopped = [m for m in found if m.any()]
+    # half of the masked patterns get the ball of radius 1.5: the centre and its 18 neighbours within it
+    assert stopped and all(int(m.sum()) == 19 and m[8, 8, 8] for m in stopped)
+    gaps = MaskSpec(probability=1.0, beamstop=(0.0, 0.0), gaps=(2, 2), gap_width=(3, 3), dead_lines=(0, 0))
+    m = detector_mask((32, 32, 32), gaps, rng)
+    # gaps are planes across one detector axis: every masked pixel's whole line along the rocking axis is masked
+    assert m.any() and bool(np.all(m.any(axis=0) == m.all(axis=0)))
+    with pytest.raises(ValueError, match="probability"):
+        MaskSpec(probability=1.5)
+    with pytest.raises(ValueError, match="unknown masks keys: radius"):
+        MaskSpec.from_dict({"radius": [1, 2]})
 
 
 def test_fourier_loss_is_zero_for_the_true_object_and_honours_the_mask():
@@ -379,6 +437,7 @@ def test_bad_configs_fail_in_one_line_and_leave_no_run_directory(tmp_path, capsy
         "family": TINY.format(epochs=1).replace("width = 4", "depth = 4"),
         "init": TINY.format(epochs=1).replace("epochs = 1", 'epochs = 1\ninit = "no-such-model"'),
         "init-mismatch": TINY.format(epochs=1).replace("epochs = 1", 'epochs = 1\ninit = "cdinn2d"'),
+        "masks": TINY.format(epochs=1).replace("seed = 3 }", "seed = 3, masks = { probability = 2 } }"),
     }
     for name, text in cases.items():
         run = tmp_path / f"run-{name}"

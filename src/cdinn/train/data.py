@@ -16,12 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cdinn.physics.fourier import fit_to
 from cdinn.simulate.dataset import SimulatedDataset
 from cdinn.simulate.generators import KINDS, SimulationConfig, simulate_rows
+from cdinn.simulate.masks import MaskSpec, detector_mask
+
+MASK_STREAM = 0x6D61736B
+"""Seeds a sample's detector mask apart from its simulation (same dataset seed and index)."""
 
 
 def _item(row: dict[str, Any], input_size: int, output_size: int, centre: bool = True) -> dict[str, torch.Tensor]:
@@ -86,12 +91,15 @@ class GeneratedPatterns(Dataset):
     input_size, output_size : the network's grids per axis
     first : index of the first sample (disjoint ranges make disjoint training and validation sets)
     centre : roll each target so that its support's centre of mass is at the grid centre
+    masks : unmeasured detector pixels to simulate (:class:`cdinn.simulate.masks.MaskSpec`);
+        each item then has a ``mask`` (True = not measured, the pattern zero there), drawn from
+        the dataset seed and the sample index only
     """
 
     def __init__(self, configs: Sequence[SimulationConfig], n: int, input_size: int, output_size: int, first: int = 0,
-                 centre: bool = True):
+                 centre: bool = True, masks: MaskSpec | None = None):
         self.configs, self.n, self.first = list(configs), int(n), int(first)
-        self.input_size, self.output_size, self.centre = input_size, output_size, centre
+        self.input_size, self.output_size, self.centre, self.masks = input_size, output_size, centre, masks
 
     def __len__(self) -> int:
         return self.n
@@ -99,7 +107,13 @@ class GeneratedPatterns(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         index = self.first + int(i)
         config = self.configs[index % len(self.configs)]
-        return _item(simulate_rows(config, index)[0], self.input_size, self.output_size, self.centre)
+        item = _item(simulate_rows(config, index)[0], self.input_size, self.output_size, self.centre)
+        if self.masks is not None:
+            rng = np.random.default_rng((config.seed, index, MASK_STREAM))
+            mask = torch.from_numpy(detector_mask(item["intensity"].shape, self.masks, rng))
+            item["intensity"] = item["intensity"].masked_fill(mask, 0.0)
+            item["mask"] = mask
+        return item
 
 
 class ShardPatterns(Dataset):

@@ -34,6 +34,7 @@ from cdinn.io.atomic import atomic_path
 from cdinn.models.base import inference_dtype
 from cdinn.models.optim import SWITCH_DECAY, alternation, make_optimizer
 from cdinn.models.registry import build, load_model
+from cdinn.simulate.masks import MaskSpec
 from cdinn.train.config import TrainConfig
 from cdinn.train.data import GeneratedPatterns, ShardPatterns, simulation_configs
 from cdinn.train.losses import CompositeLoss, build_loss
@@ -63,6 +64,10 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
         return (ShardPatterns(d["path"], model.input_size, model.output_size, range(split), centre),
                 ShardPatterns(d["path"], model.input_size, model.output_size, range(split, len(full)), centre))
     n_train, n_val = int(d.pop("n_train", 256)), int(d.pop("n_val", 32))
+    try:
+        masks = MaskSpec.from_dict(d.pop("masks")) if "masks" in d else None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"data.masks: {exc}") from None
     if n_train < 1 or n_val < 1:
         raise InputError(f"n_train and n_val must be positive, got {n_train} and {n_val}")
     try:
@@ -70,8 +75,8 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
     except (TypeError, ValueError) as exc:
         raise InputError(f"data: {exc}") from None
     # Validation samples sit after the training indices: same families, never trained on.
-    return (GeneratedPatterns(configs, n_train, model.input_size, model.output_size, centre=centre),
-            GeneratedPatterns(configs, n_val, model.input_size, model.output_size, first=n_train, centre=centre))
+    return (GeneratedPatterns(configs, n_train, model.input_size, model.output_size, centre=centre, masks=masks),
+            GeneratedPatterns(configs, n_val, model.input_size, model.output_size, first=n_train, centre=centre, masks=masks))
 
 
 def _distributed() -> tuple[int, int]:

@@ -246,3 +246,20 @@ def test_a_patterns_inversion_does_not_depend_on_the_others_given():
     stack = np.stack(list(patterns.values()))
     shared = [r.provenance["grid_transform"] for _, r in invert_stack(stack, None, model, "none")]
     assert shared[0] == shared[1]
+
+
+def test_oversampling_of_a_pattern_with_a_hole_is_estimated_across_it():
+    """A beamstop over the bright centre takes most of the autocorrelation's peak: estimated on
+    the masked pattern as it is, the autocorrelation's extent (2 * 64 / oversampling, in steps of
+    two pixels) is off on every axis; to_model_grid estimates it with the hole recovered."""
+    obj = faceted_crystal((64, 64, 64), oversampling=4.0, phase_range=1.0, seed=3)
+    pattern = simulate_pattern(obj, photons=1e7, seed=1)
+    z, y, x = torch.meshgrid(*(torch.arange(64) - 32,) * 3, indexing="ij")
+    hole = z**2 + y**2 + x**2 <= 4
+    holed = pattern.masked_fill(hole, 0.0)
+
+    def extent(p, mask=None):
+        return 128 / np.array(to_model_grid(p, 64, oversampling=(1.0, 10.0), mask=mask)[1].oversampling_measured)
+
+    assert np.abs(extent(holed) - extent(pattern)).min() >= 1.9  # every axis off by a step or more
+    assert np.allclose(extent(holed, hole), extent(pattern))

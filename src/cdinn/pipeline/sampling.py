@@ -74,18 +74,22 @@ def to_model_grid(
         an axis whose estimated oversampling lies outside is Fourier-resampled to the nearest
         bound (counts kept). ``None``: no resampling.
     mask : non-zero where a pixel was not measured, shaped like ``intensity`` (or its spatial
-        axes); only used by the binning. :func:`mask_to_model_grid` carries the mask itself.
+        axes); the binning and the oversampling estimate honour it. :func:`mask_to_model_grid` carries the mask itself.
     """
     ndim = intensity.ndim if ndim is None else ndim
     shape = tuple(intensity.shape[-ndim:])
     x = intensity
+    unmeasured = None if mask is None else mask.to(torch.bool)
     if binning > 1:
-        x = torch.from_numpy(_binned(x, mask, binning, ndim)[0]).to(intensity.device)
+        binned, binned_mask = _binned(x, mask, binning, ndim)
+        x = torch.from_numpy(binned).to(intensity.device)
+        unmeasured = None if mask is None else torch.from_numpy(binned_mask).to(intensity.device)
     measured = model_os = None
     if oversampling is not None:
         lead = x.shape[:-ndim]
         total = x.reshape((-1,) + tuple(x.shape[-ndim:])).sum(dim=0)
-        measured = tuple(round(v, 3) for v in estimate_oversampling(total, ndim=ndim))
+        hole = None if unmeasured is None else unmeasured.reshape((-1,) + tuple(x.shape[-ndim:])).any(dim=0)
+        measured = tuple(round(v, 3) for v in estimate_oversampling(total, ndim=ndim, mask=hole))
         model_os = tuple(float(np.clip(v, *oversampling)) for v in measured)
         new = tuple(max(8, int(round(n * t / m))) for n, t, m in zip(x.shape[-ndim:], model_os, measured))
         if new != tuple(x.shape[-ndim:]):

@@ -164,7 +164,7 @@ def prepare_pattern(
         raise InputError(f"the peak at {peak} is too close to the edge of the data {data.shape} to centre a box on it")
     sl = tuple(slice(c - b // 2, c - b // 2 + b) for c, b in zip(peak, box))
     meas, meas_mask = data[sl], mask[sl]
-    over_in = estimate_oversampling(_filled(meas, meas_mask), threshold=threshold, ndim=ndim)
+    over_in = estimate_oversampling(torch.from_numpy(meas), threshold=threshold, ndim=ndim, mask=torch.from_numpy(meas_mask))
     notes: list[str] = []
     if meas_mask[tuple(b // 2 for b in box)]:
         notes.append("the centre is masked (beamstop): the autocorrelation misses the low frequencies, so the "

@@ -39,16 +39,13 @@ from cdinn.physics.fourier import fit_to  # noqa: E402
 from cdinn.physics.support import estimate_oversampling  # noqa: E402
 from cdinn.report import comparison_figure  # noqa: E402
 from cdinn.report.figures import flatten_phase, phase_limit  # noqa: E402
-from cdinn.train.data import GeneratedPatterns, simulation_configs  # noqa: E402
+from cdinn.train.data import GeneratedPatterns, like_training  # noqa: E402
 
 HELD_OUT_SEED = 987_654
 
 
 def _data(card: dict, model, seed: int, n: int) -> GeneratedPatterns:
-    d = {k: v for k, v in card["data"].items() if k not in ("n_train", "n_val", "seed", "workers", "centre")}
-    kind = d.pop("kind", "faceted")
-    return GeneratedPatterns(simulation_configs(kind, model.input_size, model.ndim, seed=seed, **d), n, model.input_size,
-                             model.output_size, centre=bool(card["data"].get("centre", True)))
+    return like_training(card["data"], model.input_size, model.output_size, model.ndim, seed, n)
 
 
 def _ball(shape: tuple[int, ...], volume: float) -> np.ndarray:
@@ -74,7 +71,8 @@ def evaluate(model, card: dict, n: int) -> tuple[dict[str, list[dict]], list, np
     items = [test[i] for i in range(n)]
     with torch.no_grad():
         # The card's accuracy is the float32 network's (bf16 inference is checked against it by the tests).
-        pred = model.predict(torch.stack([it["intensity"] for it in items]), precision="fp32").numpy()
+        masks = torch.stack([it["mask"] for it in items]) if "mask" in items[0] else None
+        pred = model.predict(torch.stack([it["intensity"] for it in items]), masks, precision="fp32").numpy()
     oracle = "reference: the true support, sharp, true phase (what a perfect support predictor scores)"
     rows: dict[str, list[dict]] = {"network": [], "baseline: mean training amplitude, zero phase": [],
                                    "baseline: ball of the mean volume, zero phase": [], oracle: []}
@@ -93,7 +91,7 @@ def evaluate(model, card: dict, n: int) -> tuple[dict[str, list[dict]], list, np
 def oversampling_range(model, card: dict, n: int = 64) -> list[float]:
     """5th and 95th percentile of the estimated oversampling of the training data (all axes)."""
     data = _data(card, model, int(card["data"].get("seed", 0)), n)
-    values = [v for i in range(n) for v in estimate_oversampling(data[i]["intensity"])]
+    values = [v for i in range(n) for v in estimate_oversampling(data[i]["intensity"], mask=data[i].get("mask"))]
     return [round(float(np.percentile(values, 5)), 2), round(float(np.percentile(values, 95)), 2)]
 
 
@@ -205,7 +203,10 @@ def main() -> None:
     md = [
         f"### {args.name} ({card['family']}, {card['architecture']['parameters']:,} parameters, input {card['architecture']['input_shape']})",
         f"Trained by `{card['command']}`: {card['training']['epochs']} epochs, {card['training']['wall_time_s']:.0f} s, "
-        f"{card['hardware']}. Held-out: {args.n} patterns of the training families (seed {HELD_OUT_SEED}); "
+        f"{card['hardware']}"
+        + (f", starting from the weights of the `{card['config']['init']}` shipped before (its card: the git history)"
+           if card.get("config", {}).get("init") else "")
+        + f". Held-out: {args.n} patterns of the training families (seed {HELD_OUT_SEED}); "
         "median [10th, 90th percentile], after removing translation, twin and global phase.",
         table(["method", "support Dice", "amplitude SSIM", "phase error (rad)"], body),
         f"Training-data oversampling (estimator units, 5th–95th percentile): {card['oversampling_range']}; "

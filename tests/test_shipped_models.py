@@ -8,21 +8,20 @@ import torch
 from cdinn.models import load_model, shipped_models
 from cdinn.physics import align, pad_to, phase_error, support_dice
 from cdinn.pipeline import invert
-from cdinn.train.data import GeneratedPatterns, simulation_configs
+from cdinn.train.data import like_training
 
 SEED = 424_242  # never used for training (runs use their config seed) nor by the benchmarks
 N = 6
 
 
 def _cases(card, model):
-    d = {k: v for k, v in card["data"].items() if k not in ("n_train", "n_val", "seed", "workers", "centre")}
-    data = GeneratedPatterns(simulation_configs(d.pop("kind"), model.input_size, model.ndim, seed=SEED, **d), N,
-                             model.input_size, model.output_size, centre=bool(card["data"].get("centre", True)))
+    """Held-out samples drawn as the model's training data (with its detector masks, if any)."""
+    data = like_training(card["data"], model.input_size, model.output_size, model.ndim, SEED, N)
     for i in range(N):
         item = data[i]
         shape = tuple(item["intensity"].shape)
         truth = pad_to(torch.polar(item["amplitude"], item["phase"]), shape).numpy()
-        yield item["intensity"].numpy(), truth
+        yield item["intensity"].numpy(), truth, None if "mask" not in item else item["mask"].numpy()
 
 
 def _ball(truth, volume):
@@ -38,9 +37,9 @@ def test_shipped_model_beats_the_trivial_baselines(name):
     scores = {"network": [], "ball": []}
     cases = list(_cases(model.card, model))
     # The input-ignoring prediction: a ball of the cases' mean volume, zero phase.
-    volume = np.mean([np.count_nonzero(np.abs(t) >= 0.5) for _, t in cases])
-    for pattern, truth in cases:
-        obj = invert(pattern, model, refine="none").object
+    volume = np.mean([np.count_nonzero(np.abs(t) >= 0.5) for _, t, _ in cases])
+    for pattern, truth, mask in cases:
+        obj = invert(pattern, model, refine="none", mask=mask).object
         a = align(obj, truth)
         scores["network"].append((support_dice(a.aligned, truth, aligned=True), phase_error(a.aligned, truth)))
         ball = _ball(truth, volume)
@@ -76,9 +75,9 @@ def test_refinements_honour_a_beamstop_and_a_gap_with_the_shipped_3d_model():
 def test_bf16_inference_predicts_what_fp32_does(name):
     """The fast arithmetic changes the prediction far less than the prediction's own error."""
     model = load_model(name)
-    pattern, truth = next(_cases(model.card, model))
-    fp32 = invert(pattern, model, refine="none", precision="fp32")
-    bf16 = invert(pattern, model, refine="none", precision="bf16")
+    pattern, truth, mask = next(_cases(model.card, model))
+    fp32 = invert(pattern, model, refine="none", precision="fp32", mask=mask)
+    bf16 = invert(pattern, model, refine="none", precision="bf16", mask=mask)
     assert fp32.provenance["precision"] == "float32" and bf16.provenance["precision"] == "bfloat16"
     a = align(bf16.object, fp32.object)
     assert a.correlation >= 0.99, a.correlation

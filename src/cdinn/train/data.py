@@ -116,6 +116,16 @@ class GeneratedPatterns(Dataset):
         return item
 
 
+def like_training(data: dict[str, Any], input_size: int, output_size: int, ndim: int, seed: int, n: int) -> GeneratedPatterns:
+    """``n`` samples drawn as a model's training data (its card's ``data`` table: families,
+    ranges, masks, centring) but from another ``seed``: the held-out sets of model cards and tests."""
+    d = {k: v for k, v in data.items() if k not in ("n_train", "n_val", "seed", "workers", "centre")}
+    kind = d.pop("kind", "faceted")
+    masks = MaskSpec.from_dict(d.pop("masks")) if "masks" in d else None
+    return GeneratedPatterns(simulation_configs(kind, input_size, ndim, seed=seed, **d), n, input_size, output_size,
+                             centre=bool(data.get("centre", True)), masks=masks)
+
+
 class ShardPatterns(Dataset):
     """Samples of a ``cdinn simulate`` dataset (sharded HDF5), read lazily, on a network's grids.
 

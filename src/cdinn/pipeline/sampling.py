@@ -74,7 +74,8 @@ def to_model_grid(
         an axis whose estimated oversampling lies outside is Fourier-resampled to the nearest
         bound (counts kept). ``None``: no resampling.
     mask : non-zero where a pixel was not measured, shaped like ``intensity`` (or its spatial
-        axes); the binning and the oversampling estimate honour it. :func:`mask_to_model_grid` carries the mask itself.
+        axes); the binning and the oversampling estimate honour it.
+        :func:`mask_to_model_grid` carries the mask itself.
     """
     ndim = intensity.ndim if ndim is None else ndim
     shape = tuple(intensity.shape[-ndim:])

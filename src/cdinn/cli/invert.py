@@ -6,11 +6,13 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 from cdinn.cli import COMMANDS
 from cdinn.cli.phase import add_pattern_arguments, noise_floor_text, output_paths, stack_floor_text, stack_input
 from cdinn.errors import InputError
 from cdinn.io import StackWriter, read_pattern, write_result
-from cdinn.models import load_model
+from cdinn.models import load_model, shipped_models
 from cdinn.models.base import PRECISIONS
 from cdinn.pipeline import DEFAULT_REFINE, invert_many, invert_stack, refinement_recipe
 from cdinn.pipeline.inversion import DEFAULT_DILATION
@@ -60,9 +62,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _mask_note(model, masks) -> None:
+    """A line on stderr when patterns with unmeasured pixels meet a model that never saw any:
+    a hole over the bright centre is what such a model handles worst (docs/design.md)."""
+    if model.card.get("data", {}).get("masks") or not any(m is not None and bool(np.any(m)) for m in masks):
+        return
+    trained = [c["name"] for c in shipped_models() if c.get("data", {}).get("masks") and c["architecture"]["ndim"] == model.ndim]
+    hint = f"; trained with masks: {', '.join(trained)}" if trained else ""
+    print(f"cdinn invert: note: {model.card.get('name', model.family)} was trained on complete patterns only, "
+          f"and these have unmeasured pixels{hint}", file=sys.stderr)
+
+
 def _invert_stack(args: argparse.Namespace, model, device, paths) -> int:
     """``cdinn invert --stack``: the network in batches, each pattern refined, one result file."""
     stack, mask = stack_input(args, paths)
+    _mask_note(model, [mask])
     t0 = time.perf_counter()
     with StackWriter(paths[0], len(stack)) as writer:
         for name, result in invert_stack(stack, mask, model, args.refine, binning=args.bin, threshold=args.threshold,
@@ -94,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     # Every input is read and checked before the first result is written.
     loaded, failures = {source: read_pattern(source, args.mask) for source in args.data}, 0
     dest_of = dict(zip(args.data, paths))
+    _mask_note(model, [m for _, m in loaded.values()])
     for source, result in invert_many(loaded, model, args.refine, binning=args.bin, threshold=args.threshold,
                                       dilation=args.dilation, device=device, seed=0 if args.seed is None else args.seed,
                                       progress=not args.quiet, precision=args.precision,

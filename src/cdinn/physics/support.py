@@ -150,11 +150,16 @@ def recover_masked(intensity: ArrayLike, mask: ArrayLike, ndim: int | None = Non
     rounds : (threshold as a fraction of the autocorrelation's peak, iterations) per round
     """
     measured = as_tensor(intensity).to(torch.float32).clamp_min(0)
-    dims = spatial_dims(measured, ndim)
-    nd = len(dims)
+    nd = len(spatial_dims(measured, ndim))
     hole = as_tensor(mask, measured.device).to(torch.bool).expand(measured.shape)
+    return _band_limited_fill(fill_masked(measured, hole, ndim=nd), measured, hole, nd, rounds)
+
+
+def _band_limited_fill(f: torch.Tensor, measured: torch.Tensor, hole: torch.Tensor, nd: int,
+                       rounds: tuple[tuple[float, int], ...]) -> torch.Tensor:
+    """:func:`recover_masked`'s iterations from a first fill ``f`` of the ``hole``."""
+    dims = tuple(range(measured.ndim - nd, measured.ndim))
     shape = tuple(measured.shape[d] for d in dims)
-    f = fill_masked(measured, hole, ndim=nd)
     for fraction, iterations in rounds:
         auto = autocorrelation(f, nd)
         peak = auto.flatten(start_dim=auto.ndim - nd).amax(dim=-1).clamp_min(1e-30).reshape(auto.shape[:-nd] + (1,) * nd)
@@ -185,9 +190,11 @@ def estimate_oversampling(intensity: ArrayLike, threshold: float = 0.1, ndim: in
     if mask is not None:
         hole = as_tensor(mask, i.device).to(torch.bool)
         if bool(hole.any()):
-            filled = fill_masked(i.to(torch.float32).clamp_min(0), hole, ndim=ndim)
+            measured = i.to(torch.float32).clamp_min(0)
+            filled = fill_masked(measured, hole, ndim=ndim)
             share = float(filled[hole].sum()) / max(float(filled.sum()), 1e-30)
-            i = recover_masked(i, hole, ndim=ndim) if share > 0.01 else filled
+            # the neighbours' fill is recover_masked's start: made once
+            i = _band_limited_fill(filled, measured, hole, len(dims), RECOVERY_ROUNDS) if share > 0.01 else filled
     support = autocorrelation_support(i, threshold=threshold, ndim=ndim)
     box = bounding_box(support)  # the autocorrelation's peak is in it: never empty
     return tuple(n / max((b.stop - b.start) / 2.0, 1.0) for n, b in zip(support.shape, box))

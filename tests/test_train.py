@@ -33,7 +33,7 @@ def write(tmp_path, text, name="cfg.toml"):
 
 @pytest.mark.parametrize(
     "family, kwargs, size",
-    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("autophasenn", {"width": 2, "size": 32, "space_to_depth": 2}, 32), ("autophasenn", {"width": 2, "size": 32, "autocorrelation": True}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
+    [("cdinn2d", {"width": 4}, 32), ("cdinn2d", {"width": 4, "space_to_depth": 2, "shared_encoder": True}, 32), ("cdinn3d", {"width": 2}, 32), ("autophasenn", {"width": 2, "size": 32}, 32), ("autophasenn", {"width": 2, "size": 32, "space_to_depth": 2}, 32), ("autophasenn", {"width": 2, "size": 32, "autocorrelation": True}, 32), ("autophasenn", {"width": 2, "size": 32, "autocorrelation": True, "autocorrelation_phase": True}, 32), ("cnn3d-tl", {"width": 2, "size": 32, "levels": 3}, 32)],
 )
 def test_every_family_builds_and_trains_one_step(family, kwargs, size):
     model = build(family, **kwargs)
@@ -428,6 +428,32 @@ def test_training_starts_from_init_weights(tmp_path):
     assert weights and all(torch.allclose(start[k], end[k], atol=1e-6) for k in weights)
 
 
+def test_a_warm_start_with_added_input_channels_begins_as_its_source(tmp_path):
+    """A model with the autocorrelation's phase channels, initialised from one without them
+    (``init`` in a config), gets zero weights on the new channels: on any pattern it predicts
+    what its source does. Fewer channels than the source is a mismatch (one-line error)."""
+    from cdinn.train.trainer import _initialise
+
+    source = build("autophasenn", width=2, size=32, input_scale="log", autocorrelation=True)
+    torch.manual_seed(0)
+    for p in source.parameters():
+        p.data.normal_(0, 0.3)
+    path = tmp_path / "source.pt"
+    torch.save(source.state_dict(), path)
+    path.with_suffix(".json").write_text(json.dumps({"family": "autophasenn", "arguments": source.config}))
+    grown = build("autophasenn", width=2, size=32, input_scale="log", autocorrelation=True, autocorrelation_phase=True)
+    _initialise(grown, str(path))
+    grown.eval()
+    source = load_model(path)
+    pattern = torch.rand((2, 32, 32, 32)) * 1e4
+    a, b = grown(grown.prepare(pattern)), source(source.prepare(pattern))
+    assert torch.allclose(a["amplitude"], b["amplitude"], atol=1e-5) and torch.allclose(a["phase"], b["phase"], atol=1e-5)
+    first = next(m for m in grown.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first.in_channels == 4 and float(first.weight.detach()[:, 2:].abs().max()) == 0.0
+    with pytest.raises(InputError, match="do not fit"):
+        _initialise(build("autophasenn", width=2, size=32, input_scale="log"), str(path))
+
+
 def test_bad_configs_fail_in_one_line_and_leave_no_run_directory(tmp_path, capsys):
     cases = {
         "loss": TINY.format(epochs=1).replace('name = "fourier"', 'name = "wasserstein"'),
@@ -501,3 +527,32 @@ def test_the_autocorrelation_channel_is_the_patterns_inverse_transform_and_shows
     assert float(masked[0, 0][mask[0]].abs().max()) == 0.0
     assert float((masked[0, 1] - x[0, 1]).abs().mean()) < 0.06
     assert int((masked[0, 1, 16, 16] > 0.25).sum()) == 19
+
+
+def test_the_autocorrelation_phase_channels_see_the_objects_phase():
+    """The extra channels are the log-scaled modulus times the unit phasor of A = inverse(I):
+    for a crystal of uniform phase the imaginary channel is zero; with a phase step between its
+    two halves it is odd about the centre and largest near the rim of A's support, where only
+    the two tips overlap; the object's twin gives the same channels (same pattern)."""
+    from cdinn.physics.alignment import twin
+    from cdinn.physics.fourier import intensity, pad_to
+
+    model = build("autophasenn", width=2, size=32, input_scale="log", autocorrelation=True, autocorrelation_phase=True)
+    with pytest.raises(ValueError, match="autocorrelation_phase needs"):
+        build("autophasenn", width=2, size=32, autocorrelation_phase=True)
+    flat = pad_to(torch.ones((8, 8, 8), dtype=torch.complex64), (32,) * 3)
+    x = model.prepare(intensity(flat).unsqueeze(0))
+    assert x.shape == (1, 4, 32, 32, 32)
+    plain = build("autophasenn", width=2, size=32, input_scale="log", autocorrelation=True).prepare(intensity(flat).unsqueeze(0))
+    assert torch.allclose(x[:, :2], plain, atol=1e-4)
+    assert float(x[0, 3].abs().max()) < 1e-3 and torch.allclose(x[0, 2], x[0, 1], atol=1e-3)
+    stepped = flat.clone()
+    stepped[..., 16:] *= torch.exp(torch.tensor(1j * 1.0))
+    y = model.prepare(intensity(stepped).unsqueeze(0))[0]
+    imag = y[3]
+    assert float(imag.abs().max()) > 0.3
+    assert torch.allclose(imag, -torch.roll(imag.flip((0, 1, 2)), (1, 1, 1), (0, 1, 2)), atol=1e-4)
+    # along the step's axis, A at lag +7 overlaps only the tips 16..23 and 9..15 apart: phase 1
+    assert abs(float(torch.atan2(y[3, 16, 16, 16 + 7], y[2, 16, 16, 16 + 7])) - 1.0) < 0.05
+    z = model.prepare(intensity(twin(stepped)).unsqueeze(0))[0]
+    assert torch.allclose(y, z, atol=1e-3)

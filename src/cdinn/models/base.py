@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cdinn.models.cpu_inference import fuse_for_inference, swap_for_cpu
+from cdinn.physics.fourier import inverse
 from cdinn.physics.support import autocorrelation, fill_masked
 
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -28,7 +29,12 @@ class CDIModel(nn.Module):
     ``autocorrelation = True`` sees a second channel: the modulus of the pattern's inverse
     transform (:func:`autocorrelation_channel`), the object's autocorrelation, whose support is
     the crystal's shape doubled: real-space shape information that a convolutional encoder
-    of the pattern alone would have to learn a Fourier transform to reach.
+    of the pattern alone would have to learn a Fourier transform to reach. A model with
+    ``autocorrelation_phase = True`` sees two more: the autocorrelation's phase as the unit
+    phasor's real and imaginary parts, weighted by the log-scaled modulus
+    (:func:`autocorrelation_phase_channels`). ``|A|`` is the same for every phase of the
+    object; the phase of ``A(r) = sum_x rho(x) rho*(x - r)`` near the rim of its support is the
+    phase difference between the two tips of the crystal that overlap there.
     """
 
     family: str = ""
@@ -37,6 +43,7 @@ class CDIModel(nn.Module):
     output_size: int = 32
     input_scale: str = "sqrt"
     autocorrelation: bool = False
+    autocorrelation_phase: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -50,7 +57,9 @@ class CDIModel(nn.Module):
         if mask is not None:
             x = x * (~mask.bool())
         channels = [_per_pattern_max(x, self.ndim)]
-        if self.autocorrelation:
+        if self.autocorrelation_phase:
+            channels.extend(autocorrelation_phase_channels(counts, mask, self.ndim))
+        elif self.autocorrelation:
             channels.append(autocorrelation_channel(counts, mask, self.ndim))
         return torch.stack(channels, dim=-self.ndim - 1)
 
@@ -108,7 +117,9 @@ class CDIModel(nn.Module):
             "input_shape": [self.input_size] * self.ndim,
             "output_shape": [self.output_size] * self.ndim,
             "input_scale": self.input_scale,
-            "input_channels": ["counts", "autocorrelation"] if self.autocorrelation else ["counts"],
+            "input_channels": ["counts"] + (["autocorrelation"] if self.autocorrelation else [])
+                              + (["autocorrelation phase (real)", "autocorrelation phase (imaginary)"]
+                                 if self.autocorrelation_phase else []),
             "parameters": sum(p.numel() for p in self.parameters()),
             "config": self.config,
         }
@@ -130,8 +141,27 @@ def autocorrelation_channel(counts: torch.Tensor, mask: torch.Tensor | None, ndi
     overlap of a crystal with its shifted copy falls to zero at twice the crystal's extent."""
     if mask is not None:
         counts = fill_masked(counts, mask.bool(), ndim=ndim)
-    a = _per_pattern_max(autocorrelation(counts, ndim), ndim)
+    return _log_range(_per_pattern_max(autocorrelation(counts, ndim), ndim))
+
+
+def _log_range(a: torch.Tensor) -> torch.Tensor:
     return torch.log1p(AUTOCORRELATION_RANGE * a) / math.log1p(AUTOCORRELATION_RANGE)
+
+
+def autocorrelation_phase_channels(counts: torch.Tensor, mask: torch.Tensor | None,
+                                   ndim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The autocorrelation channel of :func:`autocorrelation_channel` and its phase: the complex
+    ``A = inverse(I)`` (:func:`cdinn.physics.fourier.inverse`, unmeasured pixels filled first)
+    as ``w``, ``w cos(arg A)`` and ``w sin(arg A)`` with ``w`` the log-scaled modulus, so that
+    the phase fades out with the modulus where it is noise. ``A(-r) = conj(A(r))``: the
+    imaginary channel is odd about the centre, zero for an object of uniform phase."""
+    if mask is not None:
+        counts = fill_masked(counts, mask.bool(), ndim=ndim)
+    a = inverse(counts.to(torch.complex64), ndim)
+    modulus = a.abs()
+    w = _log_range(_per_pattern_max(modulus, ndim))
+    unit = a / modulus.clamp_min(torch.finfo(modulus.dtype).tiny)
+    return w, w * unit.real, w * unit.imag
 
 
 PRECISIONS = ("auto", "fp32", "bf16")

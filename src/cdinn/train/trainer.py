@@ -88,10 +88,22 @@ def _distributed() -> tuple[int, int]:
 
 
 def _initialise(model: torch.nn.Module, source: str) -> None:
-    """Start from the weights of ``source`` (shipped name, ``.pt`` or run directory)."""
+    """Start from the weights of ``source`` (shipped name, ``.pt`` or run directory).
+
+    A model with more input channels than ``source`` (an added input representation) starts
+    with zero weights on the new channels of its first convolution: it computes what
+    ``source`` did until training finds a use for them.
+    """
     start = load_model(source)
+    weights = start.state_dict()
+    own = model.state_dict()
+    for key, w in weights.items():
+        mine = own.get(key)
+        if (mine is not None and w.ndim == mine.ndim > 2 and mine.shape[1] > w.shape[1]
+                and mine.shape[:1] + mine.shape[2:] == w.shape[:1] + w.shape[2:]):
+            weights[key] = torch.cat([w, w.new_zeros((w.shape[0], mine.shape[1] - w.shape[1], *w.shape[2:]))], dim=1)
     try:
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(weights)
     except RuntimeError:
         raise InputError(f"init {source!r}: its weights do not fit this configuration's model "
                          f"({start.card.get('family')} {start.card.get('arguments')})") from None

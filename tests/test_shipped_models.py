@@ -65,9 +65,13 @@ def test_refinements_honour_a_beamstop_and_a_gap_with_the_shipped_3d_model():
     mask[:, 40:42, :] = True  # a detector gap
     measured = full.numpy().copy()
     measured[mask] = 0.0  # unmeasured pixels hold zeros, as detectors write them
-    results = {r: invert(measured, model, refine=r, mask=mask) for r in ("none", "ER**20 * AD**10", "ER**10 * TL**3")}
+    # TL at the paper's rate (0.006, meant for hundreds of steps) disrupts a well-trained network
+    # in a few steps (8 faceted tuning crystals: TL**3 median chi² 0.135 against 0.065 alone);
+    # ten steps at 0.001 improve on it.
+    tl = "ER**10 * TL(lr=0.001)**10"
+    results = {r: invert(measured, model, refine=r, mask=mask) for r in ("none", "ER**20 * AD**10", tl)}
     against_truth = {r: float(chi2(intensity(torch.from_numpy(res.object)), full)) for r, res in results.items()}
-    for r in ("ER**20 * AD**10", "ER**10 * TL**3"):
+    for r in ("ER**20 * AD**10", tl):
         assert against_truth[r] <= against_truth["none"], against_truth
 
 

@@ -395,7 +395,9 @@ def write_card(path: Path, cfg: TrainConfig, model: torch.nn.Module, results: di
         "description": cfg.description,
         "input": model.describe().get("input_scale", "sqrt") + "-scaled counts normalised to max 1, zero frequency at the array centre"
                  + ("; second channel: the pattern's autocorrelation, log-scaled over 1e-4..1 of its peak"
-                    if getattr(model, "autocorrelation", False) else ""),
+                    if getattr(model, "autocorrelation", False) else "")
+                 + ("; third and fourth: its phase as cos and sin times that log-scaled modulus"
+                    if getattr(model, "autocorrelation_phase", False) else ""),
         "data": cfg.data,
         "loss": cfg.loss,
         "optimizer": cfg.optimizer,

@@ -185,3 +185,26 @@ def test_two_writers_and_rotten_shards_are_caught(tmp_path):
 
     with pytest.raises(InputError, match="shard-00001.h5 is missing"):
         ShardPatterns(str(tmp_path / "e"), 32, 16)
+
+
+def test_a_second_writer_leaves_the_first_ones_partial_shard_alone(tmp_path):
+    """While another process holds a shard's lock, its partial file may be mid-write (HDF5 cannot
+    open it): a second run must fail in one line without reading or deleting it. It used to read
+    the partial to plan its work and delete it when unreadable, which failed the first writer."""
+    import fcntl
+
+    from cdinn.simulate.dataset import shard_path
+
+    directory = tmp_path / "d"
+    directory.mkdir()
+    partial = shard_path(directory, 0).with_name(shard_path(directory, 0).name + ".partial")
+    partial.write_bytes(b"not yet a complete HDF5 file")
+    lock = os.open(shard_path(directory, 0).with_name(f".{shard_path(directory, 0).name}.lock"), os.O_CREAT | os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the other writer
+    try:
+        with pytest.raises(InputError, match="being written by another cdinn simulate"):
+            write_dataset(directory, CONFIG, 16, shard_size=16, workers=0, progress=False)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    assert partial.read_bytes() == b"not yet a complete HDF5 file"

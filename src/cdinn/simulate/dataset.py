@@ -92,6 +92,10 @@ def _checksum(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def _lock_path(shard: Path) -> Path:
+    return shard.with_name(f".{shard.name}.lock")
+
+
 @contextlib.contextmanager
 def _locked(lock: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on ``lock`` (created, removed after), or fail at once naming ``what``."""
@@ -339,7 +343,10 @@ def write_dataset(
             print(f"{path}: truncated or corrupt (checksum); regenerating it", file=sys.stderr)
             path.unlink()
         if not path.exists():
-            plan.append((j, first, count, _resume_point(_partial(path))))
+            # Under the shard's lock: the partial shard of another running `cdinn simulate` is
+            # neither read mid-write nor, when unreadable then, deleted; this run fails instead.
+            with _locked(_lock_path(path), path):
+                plan.append((j, first, count, _resume_point(_partial(path))))
     todo = [(j, first + k) for j, first, count, done in plan for k in range(done, count)]
     if max_samples is not None:
         todo = todo[:max_samples]
@@ -384,7 +391,7 @@ def _write(directory: Path, config: SimulationConfig, todo: list, plan: list, wo
                     lock.close()
                     # One writer per shard: a second run into the same folder fails here, before it writes.
                     path = shard_path(directory, j)
-                    lock.enter_context(_locked(directory / f".{path.name}.lock", path))
+                    lock.enter_context(_locked(_lock_path(path), path))
                     if path.exists() or _resume_point(_partial(path)) != shards[j][2]:
                         raise InputError(f"{path} was written by another process meanwhile; rerun to continue")
                     current = _ShardWriter(path, config, j, *shards[j])

@@ -39,13 +39,13 @@ from cdinn.physics.fourier import fit_to  # noqa: E402
 from cdinn.physics.support import estimate_oversampling  # noqa: E402
 from cdinn.report import comparison_figure  # noqa: E402
 from cdinn.report.figures import flatten_phase, phase_limit  # noqa: E402
-from cdinn.train.data import GeneratedPatterns, like_training  # noqa: E402
+from cdinn.train.data import GeneratedPatterns, generated_patterns  # noqa: E402
 
 HELD_OUT_SEED = 987_654
 
 
 def _data(card: dict, model, seed: int, n: int) -> GeneratedPatterns:
-    return like_training(card["data"], model.input_size, model.output_size, model.ndim, seed, n)
+    return generated_patterns(card["data"], model.input_size, model.output_size, model.ndim, seed, n)
 
 
 def _ball(shape: tuple[int, ...], volume: float) -> np.ndarray:

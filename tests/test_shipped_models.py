@@ -8,7 +8,7 @@ import torch
 from cdinn.models import load_model, shipped_models
 from cdinn.physics import align, pad_to, phase_error, support_dice
 from cdinn.pipeline import invert
-from cdinn.train.data import like_training
+from cdinn.train.data import generated_patterns
 
 SEED = 424_242  # never used for training (runs use their config seed) nor by the benchmarks
 N = 6
@@ -16,7 +16,7 @@ N = 6
 
 def _cases(card, model):
     """Held-out samples drawn as the model's training data (with its detector masks, if any)."""
-    data = like_training(card["data"], model.input_size, model.output_size, model.ndim, SEED, N)
+    data = generated_patterns(card["data"], model.input_size, model.output_size, model.ndim, SEED, N)
     for i in range(N):
         item = data[i]
         shape = tuple(item["intensity"].shape)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cdinn.errors import InputError
 from cdinn.physics.fourier import fit_to
 from cdinn.simulate.dataset import SimulatedDataset
 from cdinn.simulate.generators import KINDS, SimulationConfig, simulate_rows
@@ -116,14 +117,24 @@ class GeneratedPatterns(Dataset):
         return item
 
 
-def like_training(data: dict[str, Any], input_size: int, output_size: int, ndim: int, seed: int, n: int) -> GeneratedPatterns:
-    """``n`` samples drawn as a model's training data (its card's ``data`` table: families,
-    ranges, masks, centring) but from another ``seed``: the held-out sets of model cards and tests."""
+def generated_patterns(data: dict[str, Any], input_size: int, output_size: int, ndim: int, seed: int, n: int,
+                       first: int = 0) -> GeneratedPatterns:
+    """``n`` samples from index ``first`` as a training configuration's ``data`` table describes
+    them (families, ranges, masks, centring), drawn with ``seed``: the training and validation
+    sets (the table's seed) and the held-out sets of model cards and tests (another seed).
+    A bad table is an :class:`~cdinn.errors.InputError`."""
     d = {k: v for k, v in data.items() if k not in ("n_train", "n_val", "seed", "workers", "centre")}
     kind = d.pop("kind", "faceted")
-    masks = MaskSpec.from_dict(d.pop("masks")) if "masks" in d else None
-    return GeneratedPatterns(simulation_configs(kind, input_size, ndim, seed=seed, **d), n, input_size, output_size,
-                             centre=bool(data.get("centre", True)), masks=masks)
+    try:
+        masks = MaskSpec.from_dict(d.pop("masks")) if "masks" in d else None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"data.masks: {exc}") from None
+    try:
+        configs = simulation_configs(kind, input_size, ndim, seed=seed, **d)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"data: {exc}") from None
+    return GeneratedPatterns(configs, n, input_size, output_size, first=first, centre=bool(data.get("centre", True)),
+                             masks=masks)
 
 
 class ShardPatterns(Dataset):

@@ -34,9 +34,8 @@ from cdinn.io.atomic import atomic_path
 from cdinn.models.base import inference_dtype
 from cdinn.models.optim import SWITCH_DECAY, alternation, make_optimizer
 from cdinn.models.registry import build, load_model
-from cdinn.simulate.masks import MaskSpec
 from cdinn.train.config import TrainConfig
-from cdinn.train.data import GeneratedPatterns, ShardPatterns, simulation_configs
+from cdinn.train.data import ShardPatterns, generated_patterns
 from cdinn.train.losses import CompositeLoss, build_loss
 
 
@@ -64,19 +63,12 @@ def build_datasets(cfg: TrainConfig, model: torch.nn.Module) -> tuple[Dataset, D
         return (ShardPatterns(d["path"], model.input_size, model.output_size, range(split), centre),
                 ShardPatterns(d["path"], model.input_size, model.output_size, range(split, len(full)), centre))
     n_train, n_val = int(d.pop("n_train", 256)), int(d.pop("n_val", 32))
-    try:
-        masks = MaskSpec.from_dict(d.pop("masks")) if "masks" in d else None
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"data.masks: {exc}") from None
     if n_train < 1 or n_val < 1:
         raise InputError(f"n_train and n_val must be positive, got {n_train} and {n_val}")
-    try:
-        configs = simulation_configs(kind, model.input_size, model.ndim, seed=int(d.pop("seed", cfg.seed)), **d)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"data: {exc}") from None
+    seed = int(d.get("seed", cfg.seed))
     # Validation samples sit after the training indices: same families, never trained on.
-    return (GeneratedPatterns(configs, n_train, model.input_size, model.output_size, centre=centre, masks=masks),
-            GeneratedPatterns(configs, n_val, model.input_size, model.output_size, first=n_train, centre=centre, masks=masks))
+    return (generated_patterns(cfg.data, model.input_size, model.output_size, model.ndim, seed, n_train),
+            generated_patterns(cfg.data, model.input_size, model.output_size, model.ndim, seed, n_val, first=n_train))
 
 
 def _distributed() -> tuple[int, int]:

@@ -167,17 +167,27 @@ def test_the_cpu_copy_swaps_layers_for_ones_that_compute_the_same(name):
              and isinstance(m[0], PairwiseMaxPool) and isinstance(m[1], (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))]
     assert moved, "no BatchNorm moved past a pooling"
     assert ConvLeakyReLU in {type(m) for m in fused.modules()}
-    # a fixed input: the comparison of rounding errors below must not depend on the tests run before
-    x = model.prepare(torch.rand((2,) + (model.input_size,) * model.ndim, generator=torch.Generator().manual_seed(0)) * 1e3)
+    # two held-out patterns of the model's training data: the rounding is compared on what the
+    # network is for (on random counts its output amplitude is ~0 everywhere, and a phase there
+    # is noise that bfloat16 may flip by a radian)
+    cases = list(_cases(model.card, model))[:2]
+    masks = None if cases[0][2] is None else torch.stack([torch.from_numpy(m) for _, _, m in cases])
+    x = model.prepare(torch.stack([torch.from_numpy(p) for p, _, _ in cases]), masks)
     with torch.no_grad():
         exact = model(x)
         x = x.to(torch.bfloat16, memory_format=CHANNELS_LAST[model.ndim])
         a, b, c = plain(x), swapped(x), fused(x)
+    inside = exact["amplitude"] >= 0.5  # the phase means something inside the crystal only
+    assert inside.any()
     for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), atol=2e-2), key
+        where = inside if key == "phase" else torch.ones_like(inside)
+        diff = {n: (v[key].float() - exact[key]) for n, v in (("plain", a), ("swapped", b), ("fused", c))}
+        if key == "phase":
+            diff = {n: torch.remainder(d + torch.pi, 2 * torch.pi) - torch.pi for n, d in diff.items()}
+        assert (diff["swapped"] - diff["plain"])[where].abs().max() <= 2e-2, key
         # fusing changes where bfloat16 rounds, not how far the copy is from float32
-        assert (c[key].float() - a[key].float()).abs().max() <= 0.1, key
-        off_plain, off_fused = ((v[key].float() - exact[key]).abs().mean() for v in (a, c))
+        assert (diff["fused"] - diff["plain"])[where].abs().max() <= 0.1, key
+        off_plain, off_fused = (diff[n][where].abs().mean() for n in ("plain", "fused"))
         assert off_fused <= 1.2 * off_plain + 1e-6, (key, off_fused, off_plain)
     assert (ChannelsLastPixelShuffle in kinds) == any(isinstance(m, torch.nn.PixelShuffle) for m in plain.modules())
     # the layers themselves, on odd sizes and in float32
